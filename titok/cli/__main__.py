@@ -1,0 +1,5 @@
+import sys
+
+from titok.cli import main
+
+sys.exit(main())

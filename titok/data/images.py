@@ -1,0 +1,98 @@
+"""Image files <-> tensors, with the reference's evaluation preprocessing.
+
+Any size and mode is converted to RGB, resized so its shorter side is the model's resolution (bicubic, antialiased)
+and center-cropped to a square: the reference's evaluation transform.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from titok.io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand ``paths``: files are kept as given (whatever their extension); folders are searched recursively for
+    image files, in sorted order. A path that does not exist raises ``FileNotFoundError``."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    return found
+
+
+def preprocess(image: Image.Image, size: int) -> torch.Tensor:
+    """A PIL image -> (3, size, size) float32 in [0, 1]: RGB, shorter side resized to ``size``, center crop."""
+    from torchvision.transforms import v2 as T
+
+    image = image.convert("RGB")
+    transform = T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+            T.CenterCrop(size),
+            T.PILToTensor(),
+            T.ToDtype(torch.float32, scale=True),
+        ]
+    )
+    return transform(image)
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """Read and preprocess one file; raises ``ValueError`` naming the file if it is not a readable image."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return preprocess(image, size)
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+
+
+@dataclass
+class ImageBatch:
+    images: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    paths: list[Path]
+
+
+def iter_image_batches(
+    paths: Sequence[Path], size: int, batch_size: int, failures: list[tuple[Path, str]]
+) -> Iterator[ImageBatch]:
+    """Batches of readable images; each unreadable file is logged, appended to ``failures`` and skipped."""
+    images: list[torch.Tensor] = []
+    kept: list[Path] = []
+    for path in paths:
+        try:
+            images.append(load_image(path, size))
+            kept.append(path)
+        except ValueError as e:
+            logger.warning("skipped: %s", e)
+            failures.append((path, str(e)))
+        if len(images) == batch_size:
+            yield ImageBatch(torch.stack(images), kept)
+            images, kept = [], []
+    if images:
+        yield ImageBatch(torch.stack(images), kept)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float -> (B, H, W, 3) uint8, clamped to [0, 1] and rounded to the nearest level."""
+    return images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    """Write an (H, W, 3) or (H, W) uint8 array as PNG, atomically."""
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))

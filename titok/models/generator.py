@@ -1,0 +1,208 @@
+"""MaskGIT generators: bidirectional transformers over a tokenizer's N codes, conditioned on a class.
+
+Token ids (K = codebook size, M = number of classes): ``0..K-1`` image codes, ``K`` the mask token, ``K+1+c`` class
+``c``, ``K+M+1`` "no class" (unconditional). The input is ``[class token, N code tokens]``; the output is logits over
+the K real codes at the N code positions.
+
+- :class:`BertGenerator`: BERT (post-norm, learned positions; TiTok L-32 and B-64).
+- :class:`UViTGenerator`: U-ViT (pre-norm, ``depth // 2`` in-blocks, a mid block and ``depth // 2`` out-blocks with
+  long skips; TiTok S-128).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from titok.config import Config
+from titok.layers import Block, PostNormBlock
+from titok.models.base import TitokModel
+from titok.quantizers import check_codes
+
+
+@dataclass(frozen=True)
+class SamplingConfig(Config):
+    """Default settings of MaskGIT sampling (the keyword names of ``generate``)."""
+
+    num_sample_steps: int = 8
+    guidance_scale: float = 3.0
+    guidance_decay: Literal["constant", "linear", "power-cosine"] = "constant"
+    guidance_scale_pow: float = 3.0
+    randomize_temperature: float = 2.0
+    softmax_temperature_annealing: bool = False
+    mask_schedule: Literal["arccos", "cosine", "linear", "square", "sqrt"] = "arccos"
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(Config):
+    arch: Literal["bert", "uvit"] = "bert"
+    codebook_size: int = 4096
+    num_tokens: int = 32
+    num_classes: int = 1000
+    hidden_size: int = 768
+    depth: int = 24
+    num_heads: int = 16
+    mlp_dim: int = 3072
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    sampling: SamplingConfig = SamplingConfig()
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.codebook_size
+
+    @property
+    def drop_label_id(self) -> int:
+        return self.codebook_size + self.num_classes + 1
+
+    @property
+    def vocab_size(self) -> int:
+        return self.codebook_size + self.num_classes + 2
+
+
+class MaskedGenerator(TitokModel):
+    """Shared input handling; subclasses map ``input_ids`` (B, N+1) to logits (B, N, K) in ``forward``."""
+
+    config_class = GeneratorConfig
+    config: GeneratorConfig
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.config.mask_token_id
+
+    def condition_tokens(
+        self, labels: torch.Tensor | None, batch_size: int, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Class ids (B,) (None: unconditional) -> condition token ids (B,); ``drop`` (B,) bool marks samples
+        whose class is replaced by the "no class" token (classifier-free guidance training)."""
+        cfg = self.config
+        if labels is None:
+            return torch.full((batch_size,), cfg.drop_label_id, dtype=torch.long, device=self.device)
+        labels = torch.as_tensor(labels, device=self.device)
+        if labels.ndim != 1 or labels.shape[0] != batch_size or labels.dtype.is_floating_point:
+            raise ValueError(f"labels must be {batch_size} integer class ids, got shape {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= cfg.num_classes):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise ValueError(f"class id {bad} is out of range: this generator knows classes [0, {cfg.num_classes})")
+        tokens = labels.long() + cfg.codebook_size + 1
+        if drop is not None:
+            tokens = torch.where(drop.to(self.device), torch.full_like(tokens, cfg.drop_label_id), tokens)
+        return tokens
+
+    def logits(
+        self, codes: torch.Tensor, labels: torch.Tensor | None = None, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Codes (B, N) int64, with masked positions set to ``mask_token_id``, and class ids (B,) or None
+        (unconditional) -> logits (B, N, K) over the codebook."""
+        check_codes(codes, self.codebook_size + 1, self.num_tokens)
+        codes = codes.to(self.device)
+        cond = self.condition_tokens(labels, codes.shape[0], drop)
+        return self(torch.cat([cond[:, None], codes.long()], dim=1))
+
+
+class BertGenerator(MaskedGenerator):
+    """MaskGIT's BERT: token + position (+ BERT's token-type 0) embeddings, LayerNorm, post-norm blocks, a
+    linear head at the code positions."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        self.token_embed = nn.Embedding(config.vocab_size, h)
+        self.pos_embed = nn.Parameter(torch.zeros(config.num_tokens + 1, h))
+        self.type_embed = nn.Parameter(torch.zeros(2, h))  # BERT's token-type table; every token has type 0
+        self.embed_norm = nn.LayerNorm(h, eps=1e-12)
+        self.embed_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            PostNormBlock(h, config.num_heads, config.mlp_dim, dropout=config.dropout, attn_dropout=config.attn_dropout)
+            for _ in range(config.depth)
+        )
+        self.lm_head = nn.Linear(h, config.codebook_size)
+        self.apply(_init_bert)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.type_embed, std=0.02)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N+1) -> logits (B, N, K)."""
+        x = self.token_embed(input_ids) + self.pos_embed[: input_ids.shape[1]] + self.type_embed[0]
+        x = self.embed_drop(self.embed_norm(x))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(x[:, 1:])
+
+
+class UViTSkipBlock(Block):
+    """A U-ViT out-block: ``skip_linear`` merges the long skip into the stream, then a pre-norm block."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int) -> None:
+        super().__init__(dim, num_heads, mlp_dim, qkv_bias=False)
+        self.skip_linear = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(self.skip_linear(torch.cat([x, skip], dim=-1)))
+
+
+class UViTGenerator(MaskedGenerator):
+    """U-ViT: ``depth // 2`` in-blocks, a mid block, ``depth // 2`` out-blocks (out-block i takes in-block
+    ``-1-i``'s output as its skip), LayerNorm, a linear head at the code positions. Dropout is not used."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, h, m = config.hidden_size, config.num_heads, config.mlp_dim
+        half = config.depth // 2
+        self.token_embed = nn.Embedding(config.vocab_size, d)
+        self.pos_embed = nn.Parameter(torch.zeros(config.num_tokens + 1, d))
+        self.in_blocks = nn.ModuleList(Block(d, h, m, qkv_bias=False) for _ in range(half))
+        self.mid_block = Block(d, h, m, qkv_bias=False)
+        self.out_blocks = nn.ModuleList(UViTSkipBlock(d, h, m) for _ in range(half))
+        self.norm = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, config.codebook_size)
+        self.apply(_init_uvit)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N+1) -> logits (B, N, K)."""
+        x = self.token_embed(input_ids) + self.pos_embed[: input_ids.shape[1]]
+        skips = []
+        for block in self.in_blocks:
+            x = block(x)
+            skips.append(x)
+        x = self.mid_block(x)
+        for block in self.out_blocks:
+            x = block(x, skips.pop())
+        return self.lm_head(self.norm(x)[:, 1:])
+
+
+GENERATOR_CLASSES: dict[str, type[MaskedGenerator]] = {"bert": BertGenerator, "uvit": UViTGenerator}
+
+
+def _init_bert(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _init_uvit(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

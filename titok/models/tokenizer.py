@@ -1,0 +1,326 @@
+"""TiTok: a ViT encoder reads the image's patches with N learnable latent tokens; their outputs are quantized
+(or, for continuous tokenizers, a Gaussian posterior); a ViT decoder reads the N tokens with one mask token per
+patch and a head turns the mask-token outputs into pixels.
+
+Heads:
+  ``pixels``  a linear patch head with depth-to-space and a 3x3 conv (single-stage checkpoints);
+  ``proxy``   logits over a 2-D VQGAN's codebook per patch (stage 1: "proxy codes");
+  ``vqgan``   proxy logits -> softmax x the VQGAN codebook -> the VQGAN's pixel decoder (two-stage checkpoints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from titok.config import Config
+from titok.layers import Attention, Block
+from titok.models.base import ImageTokenizer
+from titok.models.vqgan import VQGANConfig, VQGANDecoder
+from titok.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
+
+
+@dataclass(frozen=True)
+class ViTConfig(Config):
+    width: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+VIT_SIZES = {
+    "small": ViTConfig(width=512, depth=8, num_heads=8),
+    "base": ViTConfig(width=768, depth=12, num_heads=12),
+    "large": ViTConfig(width=1024, depth=24, num_heads=16),
+}
+
+
+@dataclass(frozen=True)
+class TiTokConfig(Config):
+    """A TiTok tokenizer. ``legacy_token_order`` reproduces the released two-stage checkpoints' scramble of the
+    encoder's latent tokens (see :class:`LegacyTokenOrder`); new models leave it off."""
+
+    image_size: int = 256
+    patch_size: int = 16
+    num_tokens: int = 32
+    encoder: ViTConfig = VIT_SIZES["large"]
+    decoder: ViTConfig = VIT_SIZES["large"]
+    quantizer: Literal["vq", "vae"] = "vq"
+    token_dim: int = 12
+    codebook_size: int = 4096
+    l2_norm: bool = True
+    commitment_cost: float = 0.25
+    head: Literal["pixels", "proxy", "vqgan"] = "pixels"
+    proxy_codebook_size: int = 1024
+    pixel_decoder: VQGANConfig | None = None
+    legacy_token_order: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if (self.head == "vqgan") != (self.pixel_decoder is not None):
+            raise ValueError("head 'vqgan' needs a pixel_decoder config, and only that head takes one")
+        if self.pixel_decoder is not None:
+            pd = self.pixel_decoder
+            if pd.codebook_size != self.proxy_codebook_size:
+                raise ValueError(
+                    f"pixel_decoder.codebook_size {pd.codebook_size} != proxy_codebook_size {self.proxy_codebook_size}"
+                )
+            if pd.downsample_factor != self.patch_size:
+                raise ValueError(
+                    f"the pixel decoder upsamples {pd.downsample_factor}x; patch_size is {self.patch_size}"
+                )
+        if self.quantizer == "vae" and self.head == "vqgan":
+            raise ValueError("a continuous (vae) tokenizer cannot use the 'vqgan' head")
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
+class LegacyTokenOrder(nn.Module):
+    """The released two-stage checkpoints' (L-32, B-64, S-128) token scramble, applied before the projection.
+
+    Their encoder re-read its (N, W) matrix of latent-token outputs in memory as (W, N) instead of transposing it,
+    so token j of the projection's input gathers features of every token. The weights were trained with it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        return x.reshape(b, w, n).transpose(1, 2)  # (B, N, W), scrambled
+
+
+class TiTokEncoder(nn.Module):
+    """Images (B, 3, S, S) -> latents (B, N, token_dim), or (B, N, 2 * token_dim) (mean | log-variance) for VAE."""
+
+    def __init__(self, cfg: TiTokConfig) -> None:
+        super().__init__()
+        vit, w = cfg.encoder, cfg.encoder.width
+        scale = w**-0.5
+        self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size)
+        self.class_token = nn.Parameter(scale * torch.randn(w))
+        self.pos_embed = nn.Parameter(scale * torch.randn(cfg.grid_size**2 + 1, w))
+        self.latent_tokens = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
+        self.latent_pos_embed = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
+        self.norm_pre = nn.LayerNorm(w)
+        self.blocks = nn.ModuleList(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
+        self.norm_post = nn.LayerNorm(w)
+        self.token_order = LegacyTokenOrder() if cfg.legacy_token_order else nn.Identity()
+        out_dim = cfg.token_dim * (2 if cfg.quantizer == "vae" else 1)
+        self.proj = nn.Linear(w, out_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b = images.shape[0]
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, G, W), patches in raster order
+        x = torch.cat([self.class_token.expand(b, 1, -1), x], dim=1) + self.pos_embed
+        latents = (self.latent_tokens + self.latent_pos_embed).expand(b, -1, -1)
+        x = self.norm_pre(torch.cat([x, latents], dim=1))  # [class | patches | latents]
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm_post(x[:, -latents.shape[1] :])  # (B, N, W)
+        return self.proj(self.token_order(x))
+
+
+class TiTokDecoder(nn.Module):
+    """Latents (B, N, token_dim) -> mask-token features (B, G, width), one per patch in raster order."""
+
+    def __init__(self, cfg: TiTokConfig) -> None:
+        super().__init__()
+        vit, w = cfg.decoder, cfg.decoder.width
+        scale = w**-0.5
+        self.embed = nn.Linear(cfg.token_dim, w)
+        self.class_token = nn.Parameter(scale * torch.randn(w))
+        self.pos_embed = nn.Parameter(scale * torch.randn(cfg.grid_size**2 + 1, w))
+        self.mask_token = nn.Parameter(scale * torch.randn(w))
+        self.latent_pos_embed = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
+        self.norm_pre = nn.LayerNorm(w)
+        self.blocks = nn.ModuleList(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
+        self.norm_post = nn.LayerNorm(w)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        b = latents.shape[0]
+        g = self.pos_embed.shape[0] - 1
+        z = self.embed(latents) + self.latent_pos_embed  # (B, N, W)
+        queries = torch.cat([self.class_token[None], self.mask_token.expand(g, -1)]) + self.pos_embed  # (G+1, W)
+        x = self.norm_pre(torch.cat([queries.expand(b, -1, -1), z], dim=1))  # [class | masks | latents]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm_post(x[:, 1 : g + 1])
+
+
+class ProxyCodeHead(nn.Module):
+    """Features (B, G, W) -> logits (B, G, K) over a 2-D VQGAN's codebook."""
+
+    def __init__(self, width: int, num_codes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.act = nn.Tanh()
+        self.fc2 = nn.Linear(2 * width, num_codes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(features)))
+
+
+def _grid(x: torch.Tensor) -> torch.Tensor:
+    """(B, G, C) raster-order tokens -> (B, C, sqrt(G), sqrt(G))."""
+    b, g, c = x.shape
+    side = round(g**0.5)
+    return x.transpose(1, 2).reshape(b, c, side, side)
+
+
+class PixelHead(nn.Module):
+    """Features (B, G, W) -> images (B, 3, S, S): a linear map to each patch's pixels, then a 3x3 conv."""
+
+    def __init__(self, width: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(width, 3 * patch_size**2)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        b, g, _ = features.shape
+        p, side = self.patch_size, round(g**0.5)
+        x = self.proj(features).view(b, side, side, p, p, 3)  # per patch: (row p1, col p2, channel)
+        x = x.permute(0, 5, 1, 3, 2, 4).reshape(b, 3, side * p, side * p)
+        return self.conv(x)
+
+
+class VQGANPixelHead(nn.Module):
+    """Features -> proxy logits -> softmax-weighted VQGAN codebook vectors -> the VQGAN's pixel decoder."""
+
+    def __init__(self, width: int, cfg: VQGANConfig) -> None:
+        super().__init__()
+        self.proxy = ProxyCodeHead(width, cfg.codebook_size)
+        self.codebook = nn.Embedding(cfg.codebook_size, cfg.z_channels)
+        self.pixel_decoder = VQGANDecoder(cfg)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        soft = self.proxy(features).softmax(-1) @ self.codebook.weight  # (B, G, z_channels)
+        return self.pixel_decoder(_grid(soft))
+
+
+@dataclass
+class TiTokOutput:
+    """``decoded``: images (B, 3, S, S), or proxy logits (B, G, K) for the ``proxy`` head; ``latents``: what the
+    decoder read (B, N, D); ``quantizer`` (VQ) or ``posterior`` (VAE)."""
+
+    decoded: torch.Tensor
+    latents: torch.Tensor
+    quantizer: QuantizerOutput | None = None
+    posterior: DiagonalGaussian | None = None
+
+
+class TiTok(ImageTokenizer):
+    """The TiTok 1-D tokenizer: an image becomes ``num_tokens`` codes."""
+
+    config_class = TiTokConfig
+
+    def __init__(self, config: TiTokConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = TiTokEncoder(config)
+        self.decoder = TiTokDecoder(config)
+        width = config.decoder.width
+        if config.head == "pixels":
+            self.head: nn.Module = PixelHead(width, config.patch_size)
+        elif config.head == "proxy":
+            self.head = ProxyCodeHead(width, config.proxy_codebook_size)
+        else:
+            assert config.pixel_decoder is not None
+            self.head = VQGANPixelHead(width, config.pixel_decoder)
+        for module in (self.encoder, self.decoder, getattr(self.head, "proxy", self.head)):
+            module.apply(_init_weights)
+        self.quantizer = (
+            VectorQuantizer(
+                config.codebook_size, config.token_dim, l2_norm=config.l2_norm, commitment_cost=config.commitment_cost
+            )
+            if config.quantizer == "vq"
+            else None
+        )
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens
+
+    @property
+    def codebook_size(self) -> int | None:
+        return self.config.codebook_size if self.quantizer is not None else None
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor | DiagonalGaussian:
+        """Images (B, 3, S, S) in [0, 1] -> latents (B, N, D) before quantization; for a VAE the posterior."""
+        self.check_images(images)
+        z = self.encoder(images.to(self.dtype))
+        return DiagonalGaussian(z) if self.config.quantizer == "vae" else z
+
+    def quantize(self, latents: torch.Tensor) -> QuantizerOutput:
+        """Latents (B, N, D) -> codes, quantized latents and the VQ losses."""
+        if self.quantizer is None:
+            raise ValueError("this tokenizer is continuous (quantizer 'vae'): it has no codes; use encode()")
+        return self.quantizer(latents)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, N, D) -> images (B, 3, S, S), raw decoder output (not clamped)."""
+        if self.config.head == "proxy":
+            raise ValueError(
+                "this stage-1 tokenizer predicts proxy codes of a 2-D VQGAN, not pixels: use proxy_logits(), "
+                "and decode their argmax with the VQGAN teacher"
+            )
+        return self.head(self.decoder(self._check_latents(latents)))
+
+    def proxy_logits(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, N, D) -> logits (B, G, K) over the proxy VQGAN's codes, patches in raster order."""
+        head = getattr(self.head, "proxy", self.head)
+        if not isinstance(head, ProxyCodeHead):
+            raise ValueError("this tokenizer's decoder predicts pixels directly; it has no proxy-code logits")
+        return head(self.decoder(self._check_latents(latents)))
+
+    @torch.no_grad()
+    def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, N) int64 -> images (B, 3, S, S), raw decoder output (clamping is the caller's)."""
+        if self.quantizer is None:
+            raise ValueError("this tokenizer is continuous (quantizer 'vae'): decode latents with decode()")
+        codes = codes.to(self.device)
+        if codes.ndim != 2 or codes.shape[1] != self.num_tokens:
+            raise ValueError(f"codes must have shape (B, {self.num_tokens}), got {tuple(codes.shape)}")
+        return self.decode(self.quantizer.embed(codes))
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> TiTokOutput:
+        """Encode, quantize (or sample the posterior with ``generator``) and decode, for training."""
+        encoded = self.encode(images)
+        if isinstance(encoded, DiagonalGaussian):
+            latents = encoded.sample(generator)
+            return TiTokOutput(self.head(self.decoder(latents.to(self.dtype))), latents, posterior=encoded)
+        q = self.quantize(encoded)
+        return TiTokOutput(self.head(self.decoder(q.quantized.to(self.dtype))), q.quantized, quantizer=q)
+
+    def _check_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        n, d = self.num_tokens, self.config.token_dim
+        if latents.ndim != 3 or tuple(latents.shape[1:]) != (n, d):
+            raise ValueError(f"latents must have shape (B, {n}, {d}), got {tuple(latents.shape)}")
+        return latents.to(self.device, self.dtype)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """The reference's initialisation: truncated-normal(0.02) linear/conv weights, zero biases, unit LayerNorm,
+    Xavier-uniform fused QKV (PyTorch's MultiheadAttention default)."""
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, Attention):
+        nn.init.xavier_uniform_(m.qkv.weight)
+        nn.init.zeros_(m.qkv.bias)
