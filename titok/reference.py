@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from titok.config import Config
-from titok.models import GeneratorConfig, SamplingConfig, TiTokConfig, ViTConfig, VQGANConfig
+from titok.models import GeneratorConfig, TiTokConfig, ViTConfig, VQGANConfig
 from titok.models.presets import MASKGIT_VQGAN
 from titok.models.tokenizer import VIT_SIZES
+from titok.sampling import SamplingConfig
 
 # Keys that old checkpoints may carry and that hold no weights.
 IGNORED_KEYS = {"model.embeddings.position_ids"}

@@ -11,12 +11,12 @@ from titok.models.generator import (
     BertGenerator,
     GeneratorConfig,
     MaskedGenerator,
-    SamplingConfig,
     UViTGenerator,
 )
 from titok.models.presets import PRESETS, Preset
 from titok.models.tokenizer import TiTok, TiTokConfig, ViTConfig
 from titok.models.vqgan import MaskGITVQGAN, VQGANConfig
+from titok.sampling import SamplingConfig
 
 MODEL_CLASSES: dict[str, type[TitokModel]] = {
     cls.__name__: cls for cls in (TiTok, MaskGITVQGAN, BertGenerator, UViTGenerator)

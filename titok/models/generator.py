@@ -11,7 +11,8 @@ the K real codes at the N code positions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -21,19 +22,7 @@ from titok.config import Config
 from titok.layers import Block, PostNormBlock
 from titok.models.base import TitokModel
 from titok.quantizers import check_codes
-
-
-@dataclass(frozen=True)
-class SamplingConfig(Config):
-    """Default settings of MaskGIT sampling (the keyword names of ``generate``)."""
-
-    num_sample_steps: int = 8
-    guidance_scale: float = 3.0
-    guidance_decay: Literal["constant", "linear", "power-cosine"] = "constant"
-    guidance_scale_pow: float = 3.0
-    randomize_temperature: float = 2.0
-    softmax_temperature_annealing: bool = False
-    mask_schedule: Literal["arccos", "cosine", "linear", "square", "sqrt"] = "arccos"
+from titok.sampling import SamplingConfig, maskgit_decode
 
 
 @dataclass(frozen=True)
@@ -48,7 +37,7 @@ class GeneratorConfig(Config):
     mlp_dim: int = 3072
     dropout: float = 0.1
     attn_dropout: float = 0.1
-    sampling: SamplingConfig = SamplingConfig()
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     @property
     def mask_token_id(self) -> int:
@@ -109,6 +98,62 @@ class MaskedGenerator(TitokModel):
         codes = codes.to(self.device)
         cond = self.condition_tokens(labels, codes.shape[0], drop)
         return self(torch.cat([cond[:, None], codes.long()], dim=1))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        labels: torch.Tensor | Sequence[int] | None = None,
+        *,
+        num_samples: int | None = None,
+        num_sample_steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_decay: str | None = None,
+        guidance_scale_pow: float | None = None,
+        randomize_temperature: float | None = None,
+        softmax_temperature_annealing: bool | None = None,
+        mask_schedule: str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample codes (B, N) int64 for class ids ``labels`` (B,), or ``num_samples`` unconditional ones.
+
+        Settings left as None take this generator's defaults (``config.sampling``: the released settings for
+        the released generators). The keyword names are the reference's. Call it in eval mode.
+        """
+        given = {
+            "num_sample_steps": num_sample_steps,
+            "guidance_scale": guidance_scale,
+            "guidance_decay": guidance_decay,
+            "guidance_scale_pow": guidance_scale_pow,
+            "randomize_temperature": randomize_temperature,
+            "softmax_temperature_annealing": softmax_temperature_annealing,
+            "mask_schedule": mask_schedule,
+        }
+        settings = self.config.sampling.replace(**{k: v for k, v in given.items() if v is not None})
+        if labels is None:
+            if num_samples is None or num_samples < 1:
+                raise ValueError(f"unconditional sampling needs num_samples >= 1, got {num_samples}")
+            batch = num_samples
+        else:
+            batch = len(labels)
+            if num_samples is not None and num_samples != batch:
+                raise ValueError(f"num_samples={num_samples} disagrees with the {batch} labels given")
+        cond = self.condition_tokens(labels, batch)  # validated once, outside the loop
+
+        def tokens_to_logits(codes: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+            cls = cond.repeat(codes.shape[0] // batch)
+            cls = torch.where(drop, torch.full_like(cls, self.config.drop_label_id), cls)
+            return self(torch.cat([cls[:, None], codes], dim=1))
+
+        return maskgit_decode(
+            tokens_to_logits,
+            batch_size=batch,
+            num_tokens=self.num_tokens,
+            mask_token_id=self.mask_token_id,
+            conditional=labels is not None,
+            settings=settings,
+            device=self.device,
+            generator=generator,
+        )
 
 
 class BertGenerator(MaskedGenerator):

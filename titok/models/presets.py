@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from titok.config import Config
-from titok.models.generator import GeneratorConfig, SamplingConfig
+from titok.models.generator import GeneratorConfig
 from titok.models.tokenizer import VIT_SIZES, TiTokConfig
 from titok.models.vqgan import VQGANConfig
+from titok.sampling import SamplingConfig
 
 
 @dataclass(frozen=True)
