@@ -75,8 +75,15 @@ def test_decoding_starts_masked_ends_revealed_in_exactly_n_passes(steps, decay):
 
 def test_masked_counts_follow_the_arccos_schedule():
     f, _, masked = _counting_model(num_tokens=32)
-    maskgit_decode(f, batch_size=2, num_tokens=32, mask_token_id=16, conditional=False,
-                   settings=SamplingConfig(num_sample_steps=8), device=torch.device("cpu"))  # fmt: skip
+    maskgit_decode(
+        f,
+        batch_size=2,
+        num_tokens=32,
+        mask_token_id=16,
+        conditional=False,
+        settings=SamplingConfig(num_sample_steps=8),
+        device=torch.device("cpu"),
+    )
     assert masked[1:] == [29, 26, 24, 21, 18, 14, 10]  # the reference's counts for N=32, 8 steps
 
 

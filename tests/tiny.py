@@ -6,8 +6,15 @@ import titok
 from titok.models import GeneratorConfig, TiTokConfig, ViTConfig, VQGANConfig
 
 TINY_VIT = ViTConfig(width=32, depth=1, num_heads=2)
-TINY_VQGAN = VQGANConfig(image_size=32, hidden_channels=8, channel_mult=(1, 2), num_res_blocks=1, z_channels=8,
-                         codebook_size=16, norm_groups=4)  # fmt: skip
+TINY_VQGAN = VQGANConfig(
+    image_size=32,
+    hidden_channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    z_channels=8,
+    codebook_size=16,
+    norm_groups=4,
+)
 
 
 def tiny_titok(**overrides) -> TiTokConfig:

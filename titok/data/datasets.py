@@ -1,0 +1,133 @@
+"""Map-style image datasets: Fashion-MNIST (Debian's ``dataset-fashion-mnist``) and folders of image files.
+
+Items are ``(image, label, skipped)``: image (3, S, S) float32 in [0, 1] after :class:`Preprocess`, label int
+(-1 when there is none), and the number of unreadable files passed over to serve this item (0 almost always; it
+travels with the batch, so a training loop can count skips made in its DataLoader workers). Indexing takes
+``(index, seed)`` pairs from :class:`ResumableSampler`, or a plain index.
+"""
+
+from __future__ import annotations
+
+import abc
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from titok.data.images import IMAGE_EXTENSIONS
+from titok.data.transforms import Preprocess
+
+logger = logging.getLogger(__name__)
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (gzipped or not) as a numpy array: uint8 images (N, H, W) or labels (N,)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims}, but the file holds {body.size} values")
+    return body.reshape(dims)
+
+
+class _Indexed(Dataset, abc.ABC):
+    def __init__(self, preprocess: Preprocess) -> None:
+        self.preprocess = preprocess
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        return self.load(index, seed)
+
+    @abc.abstractmethod
+    def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
+        """Item ``index`` preprocessed with augmentation ``seed``: (image, label, skipped)."""
+
+
+class FashionMNIST(_Indexed):
+    """Fashion-MNIST, 60,000 training and 10,000 test images of 10 classes, grayscale -> RGB."""
+
+    classes = FASHION_MNIST_CLASSES
+
+    def __init__(self, split: str = "train", preprocess: Preprocess | None = None, root: str | Path | None = None):
+        super().__init__(preprocess or Preprocess(32))
+        if split not in ("train", "test"):
+            raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+        root = Path(root or FASHION_MNIST_DIR)
+        prefix = "train" if split == "train" else "t10k"
+        images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+        if not images.is_file():
+            raise FileNotFoundError(
+                f"Fashion-MNIST not found at {images}: install Debian's package "
+                "(`apt-get install dataset-fashion-mnist`) or pass root= with the four IDX files"
+            )
+        self.images = torch.from_numpy(read_idx(images).copy())  # (N, 28, 28) uint8
+        self.labels = torch.from_numpy(read_idx(labels).astype(np.int64))
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{images} and {labels} disagree on the number of items")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
+        return self.preprocess(self.images[index][None], seed), int(self.labels[index]), 0
+
+
+class ImageFolder(_Indexed):
+    """Image files under ``root``; with class subfolders, each subfolder is a class (sorted names -> 0, 1, ...).
+
+    A file that cannot be read is logged and the next readable file is served in its place (the item's ``skipped``
+    count says how many were passed over), so one corrupt file never stops a long run. A folder with no images is
+    an error.
+    """
+
+    def __init__(self, root: str | Path, preprocess: Preprocess) -> None:
+        super().__init__(preprocess)
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such folder: {root}")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        subdirs = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+        self.classes = subdirs if subdirs and all(len(p.relative_to(root).parts) > 1 for p in files) else []
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        self.files = files
+        self.labels = [lookup[p.relative_to(root).parts[0]] if self.classes else -1 for p in files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
+        for attempt in range(len(self.files)):
+            i = (index + attempt) % len(self.files)
+            try:
+                with Image.open(self.files[i]) as im:
+                    array = np.asarray(im.convert("RGB"))
+                return self.preprocess(torch.from_numpy(array.copy()).permute(2, 0, 1), seed), self.labels[i], attempt
+            except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+                logger.warning("skipped unreadable image %s: %s", self.files[i], e)
+        raise ValueError(f"none of the {len(self.files)} files under the dataset root is a readable image")

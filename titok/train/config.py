@@ -1,0 +1,109 @@
+"""Recipe files: YAML in ``configs/``, ``key=value`` overrides, strict typed sections.
+
+A recipe is a YAML mapping with a ``recipe`` name and sections; each recipe module defines a :class:`Config`
+subclass of the whole file, so an unknown key or a wrongly typed value anywhere is an error that names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from titok.config import Config
+
+
+@dataclass(frozen=True)
+class OptimConfig(Config):
+    """AdamW with linear warm-up then cosine decay to ``end_lr`` (or constant), and global-norm clipping."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 1e-4
+    eps: float = 1e-8
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 0
+    end_lr: float = 1e-5
+    max_grad_norm: float = 1.0  # <= 0: no clipping
+
+
+@dataclass(frozen=True)
+class RunConfig(Config):
+    """How a run goes: length, batch, precision, EMA, seeds, logging and checkpoints."""
+
+    output_dir: str = "runs/titok"
+    max_steps: int = 1000
+    batch_size: int = 32  # per process and micro-batch
+    grad_accum: int = 1
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    ema_decay: float = 0.999  # 0: no EMA
+    seed: int = 42
+    log_every: int = 10
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    preview_every: int = 1000  # sample / reconstruction grids (PNG)
+    num_workers: int = 2
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class DataConfig(Config):
+    """Where images come from. ``source``: Fashion-MNIST (Debian's package, or ``path`` holding its IDX files),
+    a folder of images (class subfolders give labels), or webdataset tar shards (``path`` a file, a glob or a
+    brace pattern)."""
+
+    source: Literal["fashion_mnist", "folder", "webdataset"] = "fashion_mnist"
+    path: str | None = None
+    split: Literal["train", "test"] = "train"
+    random_crop: bool = True
+    random_flip: bool = True
+    limit: int | None = None  # use only the first N items
+
+
+def read_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The YAML at ``path`` with ``a.b=value`` overrides applied (values parsed as YAML), interpolations resolved."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no recipe file at {path}")
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ValueError(f"overrides must look like key=value, got {bad}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+        raw = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"{path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def model_section(section: Mapping[str, Any] | None, expected: type[Config], where: str = "model") -> Config:
+    """A recipe's ``model`` section: ``{preset: NAME, <field>: <value>...}`` (the preset's config with fields
+    replaced) or a whole config of type ``expected``."""
+    from titok.models import get_preset
+
+    section = dict(section or {})
+    preset = section.pop("preset", None)
+    if preset is None:
+        return expected.from_dict(section, where=where)
+    base = get_preset(preset).config
+    if not isinstance(base, expected):
+        raise ValueError(f"{where}.preset {preset!r} is a {type(base).__name__}, expected a {expected.__name__}")
+    try:
+        return base.replace(**section)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None

@@ -1,0 +1,275 @@
+"""What every training recipe does the same way: devices and processes (accelerate), resume, data order,
+gradient accumulation and clipping, a stop on NaN/inf, metrics, checkpoints and the final export."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from titok.data.sampler import ResumableSampler
+from titok.io import atomic_write
+from titok.train.checkpoint import CheckpointManager
+from titok.train.config import OptimConfig, RunConfig
+from titok.train.optim import lr_at, set_lr
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on (NaN loss, an output folder that already holds a run, ...); the message says why."""
+
+
+def _accelerator(run: RunConfig):
+    try:
+        from accelerate import Accelerator
+    except ImportError:
+        raise ImportError("training needs accelerate: pip install 'titok[train]'") from None
+    cuda = torch.cuda.is_available()
+    precision = run.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if precision != "no" and not cuda:
+        raise TrainingError(f"train.mixed_precision={precision!r} needs a GPU; use 'no' (fp32) on the CPU")
+    return Accelerator(mixed_precision=precision, cpu=not cuda)
+
+
+@dataclass
+class Runtime:
+    run: RunConfig
+    accelerator: Any
+    output_dir: Path
+    checkpoints: CheckpointManager
+    metrics: MetricsLogger
+    resume_from: Path | None = None
+    _images_seen: int = field(default=0, init=False)
+    _clock: float = field(default_factory=time.perf_counter, init=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    def batches(self, dataset: Dataset, start_step: int, collate: Callable | None = None) -> Iterator[Any]:
+        """Micro-batches of ``batch_size`` in the deterministic order, resumed after ``start_step`` steps."""
+        per_step = self.run.batch_size * self.run.grad_accum
+        sampler = ResumableSampler(
+            len(dataset), seed=self.run.seed, rank=self.rank, world=self.world, start=start_step * per_step
+        )
+        if len(dataset) // self.world < self.run.batch_size:
+            raise TrainingError(f"{len(dataset)} item(s) cannot fill a batch of {self.run.batch_size} per process")
+        loader = DataLoader(
+            dataset,
+            batch_size=self.run.batch_size,
+            sampler=sampler,
+            num_workers=self.run.num_workers,
+            collate_fn=collate,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.run.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.run.seed),  # keeps the global RNG untouched
+        )
+        return iter(loader)
+
+    def accumulate(self, model: nn.Module, micro_batches: list[Any], loss_fn: Callable[[Any], dict]) -> dict:
+        """Forward and backward over the micro-batches of one step (``loss_fn(mb)['loss']`` is minimised); returns
+        the mean of every returned value. Gradients are synchronised across processes on the last one only."""
+        totals: dict[str, float] = {}
+        n = len(micro_batches)
+        for i, mb in enumerate(micro_batches):
+            sync = contextlib.nullcontext() if i == n - 1 else self.accelerator.no_sync(model)
+            with sync:
+                with self.accelerator.autocast():
+                    out = loss_fn(mb)
+                self.accelerator.backward(out["loss"] / n)
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / n
+        return totals
+
+    def apply_gradients(self, model: nn.Module, optimizer, cfg: OptimConfig, step: int) -> float:
+        """Clip, set this step's learning rate, step and zero the optimizer; returns the pre-clip gradient norm."""
+        norm = float("nan")
+        if cfg.max_grad_norm > 0:
+            norm = float(self.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        set_lr(optimizer, lr_at(step, cfg, self.run.max_steps))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def check_finite(self, step: int, values: Mapping[str, float]) -> None:
+        bad = {k: v for k, v in values.items() if not math.isfinite(v) and k != "grad_norm"}
+        if bad:
+            last = self.checkpoints.latest()
+            where = f"the last good checkpoint, {last}, is intact" if last else "no checkpoint was written yet"
+            raise TrainingError(f"step {step}: {', '.join(f'{k} = {v}' for k, v in bad.items())}; stopping ({where})")
+
+    def log(self, step: int, values: dict[str, float], images: int) -> dict[str, float]:
+        """Record a finished step; every ``log_every`` steps, write metrics (with images/s) and return them."""
+        self._images_seen += images
+        if step % self.run.log_every and step != self.run.max_steps:
+            return {}
+        elapsed = time.perf_counter() - self._clock
+        values = {**values, "images_per_s": self._images_seen * self.world / max(elapsed, 1e-9)}
+        self._images_seen, self._clock = 0, time.perf_counter()
+        self.metrics.log(step, values)
+        return values
+
+    def due(self, step: int, every: int) -> bool:
+        return every > 0 and (step % every == 0 or step == self.run.max_steps)
+
+    def save(self, step: int, state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+        path = self.checkpoints.save(step, state, generators)
+        if self.is_main:
+            logger.info("saved %s", path)
+
+    def load(self, generators: dict[str, torch.Generator] | None = None) -> dict[str, Any] | None:
+        if self.resume_from is None:
+            return None
+        logger.info("resuming from %s", self.resume_from)
+        return self.checkpoints.load(self.resume_from, generators)
+
+    def export(self, model: nn.Module, name: str = "final") -> Path:
+        """``save_pretrained`` the model into ``output_dir/name`` (main process), so ``titok.load`` reads it."""
+        path = self.output_dir / name
+        if self.is_main:
+            self.unwrap(model).save_pretrained(path)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.accelerator.end_training()
+
+
+def start(run: RunConfig, recipe: Mapping[str, Any], resume: bool | str = False) -> Runtime:
+    """Set up a run: accelerator, seeds, output folder (with the resolved recipe), metrics and checkpoints.
+
+    ``resume``: False (the output folder must hold no checkpoint), True (continue from the latest, if any), or
+    the path of a checkpoint folder.
+    """
+    accelerator = _accelerator(run)
+    out = Path(run.output_dir)
+    manager = CheckpointManager(
+        out / "checkpoints",
+        rank=accelerator.process_index,
+        world=accelerator.num_processes,
+        keep=run.keep_checkpoints,
+        barrier=accelerator.wait_for_everyone,
+    )
+    resume_from = None
+    if isinstance(resume, str):
+        resume_from = Path(resume)
+        if not (resume_from / "state.pt").is_file():
+            raise TrainingError(f"--resume {resume}: not a checkpoint folder (no state.pt)")
+    elif resume:
+        resume_from = manager.latest()
+    elif manager.latest() is not None:
+        raise TrainingError(
+            f"{out} already holds checkpoints ({manager.latest().name}): pass --resume to continue that run, "
+            "or choose another train.output_dir"
+        )
+    seed = run.seed + accelerator.process_index
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "recipe.json", lambda p: Path(p).write_text(json.dumps(dict(recipe), indent=2) + "\n"))
+    resume_step = None
+    if resume_from is not None:
+        resume_step = torch.load(resume_from / "state.pt", map_location="cpu", weights_only=True)["step"]
+    metrics = MetricsLogger(
+        out,
+        enabled=accelerator.is_main_process,
+        tensorboard=run.tensorboard,
+        wandb_project=run.wandb_project,
+        resume_step=resume_step,
+        recipe=recipe,
+    )
+    accelerator.wait_for_everyone()
+    return Runtime(run, accelerator, out, manager, metrics, resume_from)
+
+
+class MetricsLogger:
+    """Scalars to ``metrics.jsonl`` (one JSON object per logged step), tensorboard and optionally wandb; images to
+    tensorboard. On resume, entries after the checkpoint's step are dropped, so the file reads as one run."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        enabled: bool,
+        tensorboard: bool,
+        wandb_project: str | None,
+        resume_step: int | None,
+        recipe: Mapping[str, Any],
+    ) -> None:
+        self.enabled = enabled
+        self.path = directory / "metrics.jsonl"
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        kept = []
+        if resume_step is not None and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+        atomic_write(self.path, lambda p: Path(p).write_text("".join(line + "\n" for line in kept)))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError("tensorboard logging needs tensorboard: pip install 'titok[train]'") from None
+            self.tb = SummaryWriter(str(directory / "tensorboard"))
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError("train.wandb_project needs wandb: pip install wandb") from None
+            self.wandb = wandb.init(project=wandb_project, config=dict(recipe), resume="allow")
+
+    def log(self, step: int, values: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(dict(values), step=step)
+
+    def image(self, step: int, tag: str, grid: torch.Tensor) -> None:
+        """``grid``: (3, H, W) float in [0, 1]."""
+        if self.enabled and self.tb is not None:
+            self.tb.add_image(tag, grid, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
