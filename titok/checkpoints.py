@@ -55,8 +55,9 @@ def read_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        try:
-            return load_file(path, device=str(device))
+        device = torch.device(device)
+        try:  # safetensors takes "cpu" but not "cpu:0"
+            return load_file(path, device="cpu" if device.type == "cpu" else str(device))
         except SafetensorError as e:
             raise ValueError(f"{path} is not a valid safetensors file: {e}") from None
     try:

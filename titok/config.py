@@ -92,6 +92,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if len(args) != len(value):
             raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value

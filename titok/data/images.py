@@ -96,3 +96,12 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def save_png(array: np.ndarray, path: str | Path) -> None:
     """Write an (H, W, 3) or (H, W) uint8 array as PNG, atomically."""
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> torch.Tensor:
+    """Tile (B, 3, H, W) images in [0, 1] into rows of ``nrow`` and write a PNG; returns the (3, H', W') grid."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=padding, pad_value=1.0)
+    save_png(to_uint8(grid[None])[0], path)
+    return grid

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from titok.config import Config
+from titok.data.build import DataConfig
+
+__all__ = ["DataConfig", "OptimConfig", "RunConfig", "model_section", "read_recipe"]
 
 
 @dataclass(frozen=True)
@@ -54,20 +57,6 @@ class RunConfig(Config):
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
-
-
-@dataclass(frozen=True)
-class DataConfig(Config):
-    """Where images come from. ``source``: Fashion-MNIST (Debian's package, or ``path`` holding its IDX files),
-    a folder of images (class subfolders give labels), or webdataset tar shards (``path`` a file, a glob or a
-    brace pattern)."""
-
-    source: Literal["fashion_mnist", "folder", "webdataset"] = "fashion_mnist"
-    path: str | None = None
-    split: Literal["train", "test"] = "train"
-    random_crop: bool = True
-    random_flip: bool = True
-    limit: int | None = None  # use only the first N items
 
 
 def read_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
