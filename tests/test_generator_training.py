@@ -302,3 +302,12 @@ def test_pretokenize_skips_and_counts_a_corrupt_image(tmp_path, capsys):
     assert "5 sequence(s)" in capsys.readouterr().out
     tokens = TokenDataset(tmp_path / "t")
     assert tokens.meta.skipped == 1 and sorted(int(x) for x in tokens.labels) == [0, 0, 0, 1, 1]
+
+
+def test_data_position_is_saved_and_survives_a_batch_size_change(rule_tokens, tmp_path):
+    path = recipe_file(tmp_path, rule_tokens, max_steps=10, save_every=10, batch_size=8)
+    assert main(["train", "generator", str(path)]) == 0
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert torch.load(ckpt / "checkpoint-10" / "state.pt", weights_only=True)["data_position"] == 80
+    assert main(["train", "generator", str(path), "--resume", "train.max_steps=20", "train.batch_size=16"]) == 0
+    assert torch.load(ckpt / "checkpoint-20" / "state.pt", weights_only=True)["data_position"] == 80 + 10 * 16

@@ -115,7 +115,7 @@ def train(recipe: GeneratorRecipe, resume: bool | str = False) -> Path:
             ema.load_state_dict(state["ema"])
         step = state["step"]
     tokenizer = titok.load(recipe.tokenizer, device=rt.device) if recipe.tokenizer and rt.is_main else None
-    batches = rt.batches(data, step)
+    batches = rt.batches(data)
     run = recipe.train
     bar = tqdm(total=run.max_steps, initial=step, unit="step", desc="generator", disable=not rt.is_main)
     while step < run.max_steps:

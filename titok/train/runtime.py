@@ -54,6 +54,7 @@ class Runtime:
     checkpoints: CheckpointManager
     metrics: MetricsLogger
     resume_from: Path | None = None
+    position: int = field(default=0, init=False)  # items this process has taken from its data order
     _images_seen: int = field(default=0, init=False)
     _clock: float = field(default_factory=time.perf_counter, init=False)
 
@@ -76,11 +77,10 @@ class Runtime:
     def unwrap(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model)
 
-    def batches(self, dataset: Dataset, start_step: int, collate: Callable | None = None) -> Iterator[Any]:
-        """Micro-batches of ``batch_size`` in the deterministic order, resumed after ``start_step`` steps."""
-        per_step = self.run.batch_size * self.run.grad_accum
+    def batches(self, dataset: Dataset, collate: Callable | None = None) -> Iterator[Any]:
+        """Micro-batches of ``batch_size`` in the deterministic order, from ``position`` (restored on resume)."""
         sampler = ResumableSampler(
-            len(dataset), seed=self.run.seed, rank=self.rank, world=self.world, start=start_step * per_step
+            len(dataset), seed=self.run.seed, rank=self.rank, world=self.world, start=self.position
         )
         if len(dataset) // self.world < self.run.batch_size:
             raise TrainingError(f"{len(dataset)} item(s) cannot fill a batch of {self.run.batch_size} per process")
@@ -95,7 +95,9 @@ class Runtime:
             persistent_workers=self.run.num_workers > 0,
             generator=torch.Generator().manual_seed(self.run.seed),  # keeps the global RNG untouched
         )
-        return iter(loader)
+        for batch in loader:
+            self.position += self.run.batch_size
+            yield batch
 
     def accumulate(self, model: nn.Module, micro_batches: list[Any], loss_fn: Callable[[Any], dict]) -> dict:
         """Forward and backward over the micro-batches of one step (``loss_fn(mb)['loss']`` is minimised); returns
@@ -144,6 +146,9 @@ class Runtime:
         return every > 0 and (step % every == 0 or step == self.run.max_steps)
 
     def save(self, step: int, state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+        """Checkpoint ``state`` (the recipe's weights and optimizers) with the data position and the fp16 scaler."""
+        scaler = self.accelerator.scaler
+        state = {**state, "data_position": self.position, "scaler": scaler.state_dict() if scaler else None}
         path = self.checkpoints.save(step, state, generators)
         if self.is_main:
             logger.info("saved %s", path)
@@ -152,7 +157,11 @@ class Runtime:
         if self.resume_from is None:
             return None
         logger.info("resuming from %s", self.resume_from)
-        return self.checkpoints.load(self.resume_from, generators)
+        state = self.checkpoints.load(self.resume_from, generators)
+        self.position = state["data_position"]
+        if state.get("scaler") and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        return state
 
     def export(self, model: nn.Module, name: str = "final") -> Path:
         """``save_pretrained`` the model into ``output_dir/name`` (main process), so ``titok.load`` reads it."""
