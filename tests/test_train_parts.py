@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,18 @@ def test_recipe_overrides(tmp_path):
         read_recipe(path, ["b.c"])
     with pytest.raises(FileNotFoundError):
         read_recipe(tmp_path / "missing.yaml")
+
+
+def test_atomic_write_leaves_no_temporary_file_and_normal_permissions(tmp_path):
+    import os
+
+    from titok.io import atomic_write
+
+    atomic_write(tmp_path / "a.txt", lambda p: Path(p).write_text("x"))
+    assert os.listdir(tmp_path) == ["a.txt"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(tmp_path / "b.txt", lambda p: 1 / 0)
+    assert os.listdir(tmp_path) == ["a.txt"]  # a failed write leaves nothing behind

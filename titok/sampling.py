@@ -142,8 +142,10 @@ def maskgit_decode(
         confidence = torch.where(is_mask, confidence, torch.full_like(confidence, math.inf))
         if temperature > 0:
             confidence = confidence + temperature * gumbel(confidence.shape, generator, device)
-        masked_now = int(is_mask[0].sum())  # every row has the same count
-        mask_len = max(1, min(masked_now - 1, math.floor(n * float(mask_ratio(s.mask_schedule, ratio)))))
-        threshold = confidence.sort(-1).values[:, mask_len - 1 : mask_len]
+        # how many to re-mask: the schedule's count, at least 1 and fewer than are masked now (counted on the
+        # first row, as the reference does); kept on the device so the loop never waits for the GPU
+        target = math.floor(n * float(mask_ratio(s.mask_schedule, ratio)))
+        mask_len = (is_mask[:1].sum(-1, keepdim=True) - 1).clamp(max=target).clamp(min=1)  # (1, 1)
+        threshold = confidence.sort(-1).values.gather(-1, (mask_len - 1).expand(batch_size, 1))
         ids = torch.where(confidence <= threshold, torch.full_like(sampled, mask_token_id), sampled)
     return ids

@@ -1,0 +1,33 @@
+"""The speed benchmark's smoke mode runs every row's code path (so the benchmark never rots)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_benchmark_smoke(tmp_path):
+    out = tmp_path / "speed.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "speed.py"),
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--runs",
+        "1",
+        "--warmup",
+        "1",
+        "-o",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())["results"]
+    assert [r["row"] for r in results] == ["encode", "decode", "generate+decode", "stage1_train", "generator_train"]
+    assert all(r["items_per_s"] > 0 and r["gflop_per_item"] > 0 for r in results)
