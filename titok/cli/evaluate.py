@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -56,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws of a VAE tokenizer")
     _add_extractor(p)
     add_common(p)
-    p.set_defaults(run=run_recon)
+    p.set_defaults(run=_leaving_the_group(run_recon))
 
     p = evsub.add_parser("gen", help="gFID and IS of class-balanced samples", description=PROTOCOL)
     add_model_argument(p, "tokenizer", "--tokenizer-weights")
@@ -86,14 +87,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_extractor(p)
     p.set_defaults(batch_size=125)
     add_common(p)
-    p.set_defaults(run=run_gen)
+    p.set_defaults(run=_leaving_the_group(run_gen))
 
     p = evsub.add_parser("stats", help="feature statistics of real images (an .npz for --ref)", description=PROTOCOL)
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--size", type=int, required=True, help="resolution the images are preprocessed to")
     _add_extractor(p)
     add_common(p)
-    p.set_defaults(run=run_stats)
+    p.set_defaults(run=_leaving_the_group(run_stats))
+
+
+def _leaving_the_group(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run``, then leave torchrun's process group (joined in :func:`_setup`), however it ended."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from titok.eval.dist import shutdown
+
+        try:
+            return run(args)
+        finally:
+            shutdown()
+
+    return wrapped
 
 
 SAMPLING_KEYS = (
@@ -172,12 +187,16 @@ def run_recon(args: argparse.Namespace) -> int:
 
 
 def run_gen(args: argparse.Namespace) -> int:
-    from titok.eval.gen import GenOptions, evaluate_generation
+    from titok.eval.gen import GenOptions, check_pair, evaluate_generation
     from titok.eval.reference import reference_statistics
 
     extractor = _setup(args)
     tokenizer = _model(args.tokenizer, args.tokenizer_weights, args.device, "tokenizer")
     generator = _model(args.generator, args.generator_weights, args.device, "generator")
+    try:
+        check_pair(tokenizer, generator)  # before the reference statistics, which can take a while
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     sampling = {key: getattr(args, key) for key in SAMPLING_KEYS}
     options = GenOptions(args.num, args.batch_size, args.seed, sampling, args.export_npz, not args.no_progress)
     try:

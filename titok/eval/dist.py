@@ -56,3 +56,9 @@ def gather_lists(items: list) -> list:
     gathered: list[list] = [[] for _ in range(shard.world)]
     dist.all_gather_object(gathered, items)
     return [item for part in gathered for item in part]
+
+
+def shutdown() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -9,6 +9,10 @@ The shipped weights (``titok/assets/fmnist_classifier.safetensors``, 145,242 par
 (seeded; on a CPU in about four minutes) by::
 
     python -m titok.metrics.fmnist --epochs 6 --seed 0 -o titok/assets/fmnist_classifier.safetensors
+
+For scale, against the statistics of the 60,000 training images: the 10,000 test images score FD-fmnist 0.013,
+the test images with Gaussian noise of std 0.05 score 1.7, blurred (down to 16 px and back) 6.1; the IS-fmnist
+of the test images is 6.52 (of at most 10).
 """
 
 from __future__ import annotations
