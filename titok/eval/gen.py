@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from titok.data.images import quantize
 from titok.eval.dist import Shard, barrier, current_shard
 from titok.eval.export import NpzWriter, disk_check, merge_shards, shard_path
 from titok.eval.report import EvalReport, Metric
@@ -22,7 +23,6 @@ from titok.eval.scoring import (
     distance,
     is_metrics,
     preprocessing,
-    to_uint8,
 )
 from titok.metrics.extractors import FeatureExtractor
 from titok.metrics.fid import Statistics
@@ -68,7 +68,7 @@ def _sample_and_score(tokenizer, generator, scorer: FeatureScorer, settings, opt
         for start in tqdm(starts, desc="eval gen", unit="batch", disable=not opts.progress or shard.rank != 0):
             indices = torch.arange(start, min(start + opts.batch_size, mine.stop))
             codes = generator.generate(labels[indices], generator=g, **settings.to_dict())
-            images = to_uint8(tokenizer.detokenize(codes))
+            images = quantize(tokenizer.detokenize(codes))
             scorer.update(images, indices)
             if writer is not None:
                 writer.write(images.permute(0, 2, 3, 1).cpu().numpy(), labels[indices].numpy())

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from titok.data.images import quantize
 from titok.eval.dist import current_shard, gather_lists
 from titok.eval.report import EvalReport, Metric
 from titok.eval.scoring import (
@@ -18,7 +19,6 @@ from titok.eval.scoring import (
     distance,
     is_metrics,
     preprocessing,
-    to_uint8,
 )
 from titok.metrics.codebook import CodebookUsage
 from titok.metrics.extractors import FeatureExtractor
@@ -80,7 +80,7 @@ class _Accumulators:
     skipped: list[str]
 
     def update(self, images: torch.Tensor, recon: torch.Tensor, codes: torch.Tensor | None, indices: torch.Tensor):
-        real8, fake8 = to_uint8(images), to_uint8(recon)
+        real8, fake8 = quantize(images), quantize(recon)
         self.real.update(real8, indices)
         self.fake.update(fake8, indices)
         x, y = fake8.double() / 255, real8.double() / 255

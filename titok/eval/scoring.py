@@ -23,11 +23,6 @@ def preprocessing(size: int) -> str:
     )
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float -> uint8 (B, 3, H, W) on the same device: clamped to [0, 1], rounded to the nearest level."""
-    return images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
-
-
 class FeatureScorer:
     """Streams uint8 batches through an extractor into feature statistics and, for classifiers, an Inception
     Score over ``total`` samples (10 contiguous splits). Accumulators are made on the first batch."""
