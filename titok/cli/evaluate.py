@@ -178,7 +178,13 @@ def run_recon(args: argparse.Namespace) -> int:
         if args.num is not None:
             dataset = Subset(dataset, range(min(args.num, len(dataset))))
         lpips = None if args.lpips == "none" else args.lpips
-        options = ReconOptions(args.batch_size, args.workers, lpips, args.seed, not args.no_progress)
+        options = ReconOptions(
+            batch_size=args.batch_size,
+            workers=args.workers,
+            lpips_net=lpips,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         report = evaluate_reconstruction(tokenizer, dataset, extractor, options, described)
     except (FileNotFoundError, ValueError) as e:
         raise CommandError(str(e)) from None
@@ -198,7 +204,14 @@ def run_gen(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CommandError(str(e)) from None
     sampling = {key: getattr(args, key) for key in SAMPLING_KEYS}
-    options = GenOptions(args.num, args.batch_size, args.seed, sampling, args.export_npz, not args.no_progress)
+    options = GenOptions(
+        num=args.num,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        sampling=sampling,
+        export_npz=args.export_npz,
+        progress=not args.no_progress,
+    )
     try:
         reference = reference_statistics(
             args.ref, extractor, tokenizer.image_size, args.cache_dir, 64, args.workers, not args.no_progress
