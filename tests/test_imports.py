@@ -17,9 +17,10 @@ FORBIDDEN = {
     "titok.quantizers": ["titok.models", "titok.checkpoints", "titok.train", "titok.cli"],
     "titok.models": ["titok.checkpoints", "titok.reference", "titok.train", "titok.cli", "titok.data"],
     "titok.sampling": ["titok.models", "titok.checkpoints", "titok.train", "titok.cli"],
-    "titok.data": ["titok.models", "titok.checkpoints", "titok.train", "titok.cli"],
+    "titok.data": ["titok.models", "titok.checkpoints", "titok.train", "titok.cli", "titok.eval"],
     "titok.losses": ["titok.models", "titok.checkpoints", "titok.train", "titok.cli"],
-    "titok.metrics": ["titok.models", "titok.checkpoints", "titok.train", "titok.cli"],
+    "titok.metrics": ["titok.models", "titok.checkpoints", "titok.train", "titok.cli", "titok.eval"],
+    "titok.eval": ["titok.train", "titok.cli"],
     "titok.checkpoints": ["titok.train", "titok.cli"],
 }
 

@@ -1,0 +1,134 @@
+"""Evaluation images: a folder of files, Fashion-MNIST, or the ``arr_0`` of an ADM-style ``.npz``.
+
+Every source is a map-style dataset of ``(image (3, S, S) float in [0, 1] or None, index, error)``: an unreadable
+file yields ``None`` and its error instead of being replaced by another image (which would count an image twice),
+and :func:`collate` drops such items from the batch and hands their errors on, so that they are reported.
+Preprocessing is the reference's evaluation transform: resize the shorter side to S (bicubic, antialiased), center
+crop S x S.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from titok.data.images import find_images, load_image, preprocess
+
+FASHION_MNIST = "fashion-mnist"
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # (B, 3, S, S) float in [0, 1]
+    indices: torch.Tensor  # (B,) int64: positions in the source
+    errors: list[str]  # one message per unreadable item of this batch
+
+
+class ImageFiles(Dataset):
+    def __init__(self, files: list[Path], size: int) -> None:
+        self.files, self.size = files, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
+        try:
+            return load_image(self.files[index], self.size), index, ""
+        except ValueError as e:
+            return None, index, str(e)
+
+
+class NpzImages(Dataset):
+    """The ``arr_0`` (N, H, W, 3) uint8 of an uncompressed ``.npz`` (``np.savez``; the ADM evaluator's layout),
+    read through a memory map: nothing is loaded before it is used."""
+
+    def __init__(self, path: str | Path, size: int, key: str = "arr_0") -> None:
+        self.path, self.size = str(path), size
+        self.offset, self.shape = npz_array_location(path, key)
+        if len(self.shape) != 4 or self.shape[3] != 3:
+            raise ValueError(f"{path}: {key} has shape {self.shape}; expected N x H x W x 3 uint8 images")
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
+        if self._array is None:  # opened lazily, so that each DataLoader worker maps the file itself
+            self._array = np.memmap(self.path, np.uint8, "r", offset=self.offset, shape=self.shape)
+        array = np.array(self._array[index])
+        if array.shape[:2] == (self.size, self.size):
+            return torch.from_numpy(array).permute(2, 0, 1).float() / 255, index, ""
+        return preprocess(Image.fromarray(array), self.size), index, ""
+
+
+def npz_array_location(path: str | Path, key: str) -> tuple[int, tuple[int, ...]]:
+    """Byte offset in the file and shape of the uint8 array ``key`` stored uncompressed in the ``.npz`` ``path``."""
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{key}.npy")
+        except KeyError:
+            raise ValueError(f"{path} holds no array {key!r} (it has {zf.namelist()})") from None
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"{path}: {key} is compressed; re-save it with np.savez (not savez_compressed)")
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(f)
+            header_len = f.tell()
+    if dtype != np.uint8 or fortran:
+        raise ValueError(f"{path}: {key} is {dtype}{' (Fortran order)' if fortran else ''}; expected C-order uint8")
+    with open(path, "rb") as raw:  # the member's data follow its local header: 30 bytes, name, extra field
+        raw.seek(info.header_offset + 26)
+        name_len, extra_len = np.frombuffer(raw.read(4), dtype="<u2")
+    return info.header_offset + 30 + int(name_len) + int(extra_len) + header_len, tuple(shape)
+
+
+class FashionMNISTImages(Dataset):
+    def __init__(self, split: str, size: int) -> None:
+        from titok.data.datasets import FashionMNIST
+        from titok.data.transforms import Preprocess
+
+        self.data = FashionMNIST(split, Preprocess(size))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
+        return self.data[index][0], index, ""
+
+
+def open_source(spec: str, size: int) -> tuple[Dataset, str]:
+    """A dataset for ``spec`` (a folder, an ``.npz`` with ``arr_0``, or ``fashion-mnist[:train|test]``, default
+    test) at ``size`` pixels, and a canonical description of it (for results and cache keys)."""
+    if spec == FASHION_MNIST or spec.startswith(FASHION_MNIST + ":"):
+        split = spec.partition(":")[2] or "test"
+        return FashionMNISTImages(split, size), f"{FASHION_MNIST}:{split}"
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".npz":
+        return NpzImages(path, size), str(path.resolve())
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such folder or .npz: {spec} (or use {FASHION_MNIST}:train / {FASHION_MNIST}:test)")
+    files = find_images([path])
+    if not files:
+        raise ValueError(f"{path} holds no image files")
+    return ImageFiles(files, size), str(path.resolve())
+
+
+def collate(items: list[tuple[torch.Tensor | None, int, str]]) -> Batch:
+    kept = [(image, index) for image, index, _ in items if image is not None]
+    errors = [error for image, _, error in items if image is None]
+    images = torch.stack([image for image, _ in kept]) if kept else torch.empty(0, 3, 0, 0)
+    return Batch(images, torch.tensor([index for _, index in kept], dtype=torch.long), errors)
+
+
+def loader(dataset: Dataset, indices: range, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    """Batches of ``dataset[i]`` for ``i`` in ``indices``, in order."""
+    subset = torch.utils.data.Subset(dataset, list(indices))
+    return torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate)

@@ -1,0 +1,98 @@
+"""Reference statistics for gFID: read from an ``.npz`` of ``mu``/``sigma``, or computed from real images (a folder,
+an ADM reference batch's ``arr_0``, Fashion-MNIST) and cached under a key of source, extractor and preprocessing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from titok.data.images import quantize
+from titok.eval.data import FASHION_MNIST, loader, open_source
+from titok.eval.dist import barrier, current_shard, gather_lists
+from titok.eval.scoring import FeatureScorer, preprocessing
+from titok.metrics.extractors import FeatureExtractor
+from titok.metrics.fid import Statistics
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """``$TITOK_CACHE/stats``, else ``~/.cache/titok/stats``."""
+    return Path(os.environ.get("TITOK_CACHE", Path.home() / ".cache" / "titok")) / "stats"
+
+
+def image_statistics(
+    spec: str, extractor: FeatureExtractor, size: int, batch_size: int = 64, workers: int = 0, progress: bool = True
+) -> tuple[Statistics, list[str]]:
+    """Statistics of every image of ``spec`` (see :func:`titok.eval.data.open_source`) preprocessed to ``size``,
+    sharded over processes and merged; and the messages of the files that could not be read."""
+    dataset, described = open_source(spec, size)
+    shard, scorer, skipped = current_shard(), FeatureScorer(extractor, len(dataset), with_is=False), []
+    batches = loader(dataset, shard.part(len(dataset)), batch_size, workers)
+    for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=not progress or shard.rank != 0):
+        skipped += batch.errors
+        scorer.update(quantize(batch.images.to(extractor.device)), batch.indices)
+    stats, _ = scorer.finish({"source": described, "resolution": str(size), "preprocessing": preprocessing(size)})
+    return stats, gather_lists(skipped)
+
+
+def _fingerprint(spec: str) -> str:
+    """Changes when the images of ``spec`` change: count, total size and newest modification time of its files."""
+    from titok.data.datasets import FASHION_MNIST_DIR
+    from titok.data.images import find_images
+
+    if spec.startswith(FASHION_MNIST):
+        files = sorted(FASHION_MNIST_DIR.glob("*-ubyte.gz"))
+    else:
+        files = [Path(spec)] if Path(spec).is_file() else find_images([spec])
+    stats = [f.stat() for f in files]
+    return f"{len(stats)}:{sum(s.st_size for s in stats)}:{max((s.st_mtime_ns for s in stats), default=0)}"
+
+
+def _holds_statistics(path: Path) -> bool:
+    """Whether an ``.npz`` holds ``mu``/``sigma`` to use as they are (an ``arr_0`` of images wins: the statistics
+    inside an ADM reference batch come from TensorFlow's Inception graph, not from this extractor)."""
+    try:
+        with np.load(path) as data:
+            return "arr_0" not in data.files and "mu" in data.files and "sigma" in data.files
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+
+
+def reference_statistics(
+    spec: str,
+    extractor: FeatureExtractor,
+    size: int,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+) -> Statistics:
+    """The statistics ``spec`` names: an ``.npz`` with ``mu`` and ``sigma`` as it is; otherwise those of its
+    images at ``size``, computed once and cached in ``cache_dir`` (default :func:`default_cache_dir`)."""
+    path = Path(spec)
+    if path.suffix == ".npz" and path.is_file() and _holds_statistics(path):
+        return Statistics.load(path)
+    source = spec if spec.startswith(FASHION_MNIST) else str(path.resolve())
+    key = {"source": source, "files": _fingerprint(spec), "size": size, **extractor.describe()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem or "images")
+    cached = Path(cache_dir or default_cache_dir()) / f"{name}-{extractor.name}-{size}-{digest}.npz"
+    if cached.is_file():
+        logger.info("reference statistics from the cache: %s", cached)
+        return Statistics.load(cached)
+    stats, skipped = image_statistics(spec, extractor, size, batch_size, workers, progress)
+    if skipped:
+        logger.warning("%d unreadable reference image(s) skipped, e.g. %s", len(skipped), skipped[0])
+    if current_shard().rank == 0:
+        stats.save(cached)
+        logger.info("cached the reference statistics in %s", cached)
+    barrier()
+    return stats
