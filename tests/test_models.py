@@ -62,12 +62,12 @@ def test_create_model_overrides_and_unknown_names():
         titok.create_model("titok_s128", num_tokenz=64)
 
 
-@pytest.mark.parametrize("name", ["titok_pixels_vq", "titok_vqgan_head"])
+@pytest.mark.parametrize("name", ["titok_pixels_vq", "titok_vqgan_head", "titok_2d"])
 def test_tokenizer_round_trip_shapes(name):
     model = build(name)
     images = torch.rand(2, 3, 32, 32)
     codes = model.tokenize(images)
-    assert codes.shape == (2, 4) and codes.dtype == torch.int64
+    assert codes.shape == (2, model.num_tokens) and codes.dtype == torch.int64
     assert model.detokenize(codes).shape == (2, 3, 32, 32)
     out = model(images)
     assert out.decoded.shape == (2, 3, 32, 32)
@@ -170,3 +170,11 @@ def test_config_round_trips_through_dict(name):
     config = TINY_CONFIGS[name]
     assert type(config).from_dict(config.to_dict()) == config
     assert build_model(config).config == config
+
+
+def test_the_2d_twin_ties_each_token_to_its_patch():
+    """The 2-D twin has one token per patch, each at its patch's position, and no learnable latent tokens."""
+    model = build("titok_2d")
+    assert model.num_tokens == model.config.grid_size**2 == 16
+    assert not hasattr(model.encoder, "latent_tokens")
+    assert model.encoder.pos_embed.shape[0] == model.decoder.pos_embed.shape[0] == 16

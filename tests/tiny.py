@@ -34,6 +34,7 @@ TINY_CONFIGS = {
         pixel_decoder=TINY_VQGAN.replace(channel_mult=(1, 1, 1, 2)),
     ),
     "titok_vae": tiny_titok(quantizer="vae"),
+    "titok_2d": tiny_titok(layout="2d", num_tokens=16),
     "vqgan": TINY_VQGAN,
     "bert": GeneratorConfig(
         arch="bert", codebook_size=16, num_tokens=4, num_classes=3, hidden_size=16, depth=2, num_heads=2, mlp_dim=32

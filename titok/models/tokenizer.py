@@ -19,6 +19,7 @@ from torch import nn
 from titok.config import Config
 from titok.layers import Attention, Block
 from titok.models.base import ImageTokenizer
+from titok.models.grid import GridDecoder, GridEncoder
 from titok.models.vqgan import VQGANConfig, VQGANDecoder
 from titok.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
 
@@ -61,10 +62,15 @@ class TiTokConfig(Config):
     proxy_codebook_size: int = 1024
     pixel_decoder: VQGANConfig | None = None
     legacy_token_order: bool = False
+    layout: Literal["1d", "2d"] = "1d"  # "2d": the 2-D twin, one token per patch (see titok.models.grid)
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.layout == "2d" and self.num_tokens != self.grid_size**2:
+            raise ValueError(
+                f"a 2-D tokenizer has a token per patch: num_tokens must be {self.grid_size**2}, not {self.num_tokens}"
+            )
         if (self.head == "vqgan") != (self.pixel_decoder is not None):
             raise ValueError("head 'vqgan' needs a pixel_decoder config, and only that head takes one")
         if self.pixel_decoder is not None:
@@ -225,16 +231,10 @@ class TiTok(ImageTokenizer):
     def __init__(self, config: TiTokConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = TiTokEncoder(config)
-        self.decoder = TiTokDecoder(config)
-        width = config.decoder.width
-        if config.head == "pixels":
-            self.head: nn.Module = PixelHead(width, config.patch_size)
-        elif config.head == "proxy":
-            self.head = ProxyCodeHead(width, config.proxy_codebook_size)
-        else:
-            assert config.pixel_decoder is not None
-            self.head = VQGANPixelHead(width, config.pixel_decoder)
+        encoder, decoder = LAYOUTS[config.layout]
+        self.encoder = encoder(config)
+        self.decoder = decoder(config)
+        self.head = HEADS[config.head](config)
         for module in (self.encoder, self.decoder, getattr(self.head, "proxy", self.head)):
             module.apply(_init_weights)
         self.quantizer = (
@@ -309,6 +309,17 @@ class TiTok(ImageTokenizer):
         if latents.ndim != 3 or tuple(latents.shape[1:]) != (n, d):
             raise ValueError(f"latents must have shape (B, {n}, {d}), got {tuple(latents.shape)}")
         return latents.to(self.device, self.dtype)
+
+
+LAYOUTS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "1d": (TiTokEncoder, TiTokDecoder),
+    "2d": (GridEncoder, GridDecoder),
+}
+HEADS = {
+    "pixels": lambda cfg: PixelHead(cfg.decoder.width, cfg.patch_size),
+    "proxy": lambda cfg: ProxyCodeHead(cfg.decoder.width, cfg.proxy_codebook_size),
+    "vqgan": lambda cfg: VQGANPixelHead(cfg.decoder.width, cfg.pixel_decoder),
+}
 
 
 def _init_weights(m: nn.Module) -> None:
