@@ -62,7 +62,7 @@ def load_model(spec: str, weights: str | None, device: torch.device):
 
 def build_parser() -> argparse.ArgumentParser:
     from titok import __version__
-    from titok.cli import evaluate, generate, tokens, train
+    from titok.cli import demo, evaluate, generate, tokens, train
 
     parser = argparse.ArgumentParser(
         prog="titok",
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (tokens, generate, train, evaluate):
+    for module in (demo, tokens, generate, train, evaluate):
         module.add_parsers(sub)
     return parser
 
