@@ -311,3 +311,9 @@ def test_data_position_is_saved_and_survives_a_batch_size_change(rule_tokens, tm
     assert torch.load(ckpt / "checkpoint-10" / "state.pt", weights_only=True)["data_position"] == 80
     assert main(["train", "generator", str(path), "--resume", "train.max_steps=20", "train.batch_size=16"]) == 0
     assert torch.load(ckpt / "checkpoint-20" / "state.pt", weights_only=True)["data_position"] == 80 + 10 * 16
+
+
+def test_activation_checkpointing_option_trains(rule_tokens, tmp_path):
+    path = recipe_file(tmp_path, rule_tokens, max_steps=3, save_every=3, activation_checkpointing=True)
+    assert main(["train", "generator", str(path)]) == 0
+    assert titok.load(tmp_path / "run" / "final").num_tokens == N

@@ -178,3 +178,34 @@ def test_the_2d_twin_ties_each_token_to_its_patch():
     assert model.num_tokens == model.config.grid_size**2 == 16
     assert not hasattr(model.encoder, "latent_tokens")
     assert model.encoder.pos_embed.shape[0] == model.decoder.pos_embed.shape[0] == 16
+
+
+@pytest.mark.parametrize("name", ["titok_pixels_vq", "titok_2d", "bert", "uvit"])
+def test_activation_checkpointing_changes_nothing_but_memory(name):
+    model = build(name).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+    def run():
+        torch.manual_seed(0)
+        if isinstance(model, titok.MaskedGenerator):
+            out = model.logits(torch.randint(0, 17, (2, 4)), torch.tensor([0, 2]))
+        else:
+            out = model(torch.rand(2, 3, 32, 32)).decoded
+        out.square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        return out.detach(), grads
+
+    first = getattr(model, "blocks", None) or getattr(model, "in_blocks", None) or model.encoder.blocks
+    calls = []
+    first[0].register_forward_hook(lambda *_: calls.append(1))
+    plain_out, plain_grads = run()
+    plain_calls = len(calls)
+    model.set_grad_checkpointing(True)
+    ckpt_out, ckpt_grads = run()
+    assert len(calls) - plain_calls == 2 * plain_calls  # recomputed in backward
+    assert torch.allclose(plain_out, ckpt_out, atol=1e-6)
+    assert plain_grads.keys() == ckpt_grads.keys()
+    assert all(torch.allclose(plain_grads[k], ckpt_grads[k], atol=1e-6) for k in plain_grads)

@@ -85,3 +85,24 @@ class PostNormBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x + self.drop(self.attn(x)))
         return self.norm2(x + self.mlp(x))
+
+
+def run_block(block: nn.Module, *args: torch.Tensor, checkpointing: bool = False) -> torch.Tensor:
+    """``block(*args)``; with ``checkpointing`` (and gradients on), its activations are recomputed in backward."""
+    if checkpointing and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(block, *args, use_reentrant=False)
+    return block(*args)
+
+
+class BlockStack(nn.ModuleList):
+    """Blocks applied in order (state_dict keys as a ModuleList's: ``0.``, ``1.``, ...). Setting
+    ``grad_checkpointing`` trades compute for memory in training."""
+
+    grad_checkpointing: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            x = run_block(block, x, checkpointing=self.grad_checkpointing)
+        return x

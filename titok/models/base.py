@@ -39,6 +39,12 @@ class TitokModel(
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute transformer blocks' activations in backward (less memory, about a third more compute)."""
+        for module in self.modules():
+            if hasattr(type(module), "grad_checkpointing"):
+                module.grad_checkpointing = enabled
+
     def _save_pretrained(self, save_directory: Path) -> None:
         from titok.checkpoints import save_model
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from titok.config import Config
-from titok.layers import Block, PostNormBlock
+from titok.layers import Block, BlockStack, PostNormBlock, run_block
 from titok.models.base import TitokModel
 from titok.quantizers import check_codes
 from titok.sampling import SamplingConfig, maskgit_decode
@@ -169,7 +169,7 @@ class BertGenerator(MaskedGenerator):
         self.type_embed = nn.Parameter(torch.zeros(2, h))  # BERT's token-type table; every token has type 0
         self.embed_norm = nn.LayerNorm(h, eps=1e-12)
         self.embed_drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
+        self.blocks = BlockStack(
             PostNormBlock(h, config.num_heads, config.mlp_dim, dropout=config.dropout, attn_dropout=config.attn_dropout)
             for _ in range(config.depth)
         )
@@ -182,9 +182,7 @@ class BertGenerator(MaskedGenerator):
         """Token ids (B, N+1) -> logits (B, N, K)."""
         x = self.token_embed(input_ids) + self.pos_embed[: input_ids.shape[1]] + self.type_embed[0]
         x = self.embed_drop(self.embed_norm(x))
-        for block in self.blocks:
-            x = block(x)
-        return self.lm_head(x[:, 1:])
+        return self.lm_head(self.blocks(x)[:, 1:])
 
 
 class UViTSkipBlock(Block):
@@ -201,6 +199,8 @@ class UViTSkipBlock(Block):
 class UViTGenerator(MaskedGenerator):
     """U-ViT: ``depth // 2`` in-blocks, a mid block, ``depth // 2`` out-blocks (out-block i takes in-block
     ``-1-i``'s output as its skip), LayerNorm, a linear head at the code positions. Dropout is not used."""
+
+    grad_checkpointing: bool = False
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -220,13 +220,14 @@ class UViTGenerator(MaskedGenerator):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, N+1) -> logits (B, N, K)."""
         x = self.token_embed(input_ids) + self.pos_embed[: input_ids.shape[1]]
+        ckpt = self.grad_checkpointing
         skips = []
         for block in self.in_blocks:
-            x = block(x)
+            x = run_block(block, x, checkpointing=ckpt)
             skips.append(x)
-        x = self.mid_block(x)
+        x = run_block(self.mid_block, x, checkpointing=ckpt)
         for block in self.out_blocks:
-            x = block(x, skips.pop())
+            x = run_block(block, x, skips.pop(), checkpointing=ckpt)
         return self.lm_head(self.norm(x)[:, 1:])
 
 

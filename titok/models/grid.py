@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from titok.layers import Block
+from titok.layers import Block, BlockStack
 
 if TYPE_CHECKING:
     from titok.models.tokenizer import TiTokConfig
@@ -27,15 +27,14 @@ class GridEncoder(nn.Module):
         self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size)
         self.pos_embed = nn.Parameter(w**-0.5 * torch.randn(cfg.grid_size**2, w))
         self.norm_pre = nn.LayerNorm(w)
-        self.blocks = nn.ModuleList(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
+        self.blocks = BlockStack(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
         self.norm_post = nn.LayerNorm(w)
         self.proj = nn.Linear(w, cfg.token_dim * (2 if cfg.quantizer == "vae" else 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2) + self.pos_embed  # (B, G, W)
         x = self.norm_pre(x)
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(x)
         return self.proj(self.norm_post(x))
 
 
@@ -48,11 +47,10 @@ class GridDecoder(nn.Module):
         self.embed = nn.Linear(cfg.token_dim, w)
         self.pos_embed = nn.Parameter(w**-0.5 * torch.randn(cfg.grid_size**2, w))
         self.norm_pre = nn.LayerNorm(w)
-        self.blocks = nn.ModuleList(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
+        self.blocks = BlockStack(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
         self.norm_post = nn.LayerNorm(w)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         x = self.norm_pre(self.embed(latents) + self.pos_embed)
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(x)
         return self.norm_post(x)

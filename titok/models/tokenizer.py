@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from titok.config import Config
-from titok.layers import Attention, Block
+from titok.layers import Attention, Block, BlockStack
 from titok.models.base import ImageTokenizer
 from titok.models.grid import GridDecoder, GridEncoder
 from titok.models.vqgan import VQGANConfig, VQGANDecoder
@@ -116,7 +116,7 @@ class TiTokEncoder(nn.Module):
         self.latent_tokens = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
         self.latent_pos_embed = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
         self.norm_pre = nn.LayerNorm(w)
-        self.blocks = nn.ModuleList(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
+        self.blocks = BlockStack(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
         self.norm_post = nn.LayerNorm(w)
         self.token_order = LegacyTokenOrder() if cfg.legacy_token_order else nn.Identity()
         out_dim = cfg.token_dim * (2 if cfg.quantizer == "vae" else 1)
@@ -128,8 +128,7 @@ class TiTokEncoder(nn.Module):
         x = torch.cat([self.class_token.expand(b, 1, -1), x], dim=1) + self.pos_embed
         latents = (self.latent_tokens + self.latent_pos_embed).expand(b, -1, -1)
         x = self.norm_pre(torch.cat([x, latents], dim=1))  # [class | patches | latents]
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(x)
         x = self.norm_post(x[:, -latents.shape[1] :])  # (B, N, W)
         return self.proj(self.token_order(x))
 
@@ -147,7 +146,7 @@ class TiTokDecoder(nn.Module):
         self.mask_token = nn.Parameter(scale * torch.randn(w))
         self.latent_pos_embed = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
         self.norm_pre = nn.LayerNorm(w)
-        self.blocks = nn.ModuleList(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
+        self.blocks = BlockStack(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
         self.norm_post = nn.LayerNorm(w)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -156,8 +155,7 @@ class TiTokDecoder(nn.Module):
         z = self.embed(latents) + self.latent_pos_embed  # (B, N, W)
         queries = torch.cat([self.class_token[None], self.mask_token.expand(g, -1)]) + self.pos_embed  # (G+1, W)
         x = self.norm_pre(torch.cat([queries.expand(b, -1, -1), z], dim=1))  # [class | masks | latents]
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(x)
         return self.norm_post(x[:, 1 : g + 1])
 
 

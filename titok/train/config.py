@@ -49,7 +49,8 @@ class RunConfig(Config):
     num_workers: int = 2
     tensorboard: bool = True
     wandb_project: str | None = None
-    compile: bool = False
+    compile: bool = False  # torch.compile the trained model (accelerate's inductor backend)
+    activation_checkpointing: bool = False  # recompute transformer activations in backward: less memory
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "save_every", "keep_checkpoints"):

@@ -43,7 +43,7 @@ def _accelerator(run: RunConfig):
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
     if precision != "no" and not cuda:
         raise TrainingError(f"train.mixed_precision={precision!r} needs a GPU; use 'no' (fp32) on the CPU")
-    return Accelerator(mixed_precision=precision, cpu=not cuda)
+    return Accelerator(mixed_precision=precision, cpu=not cuda, dynamo_backend="inductor" if run.compile else "no")
 
 
 @dataclass
@@ -73,6 +73,14 @@ class Runtime:
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
+
+    def prepare(self, *objects: Any) -> Any:
+        """``accelerator.prepare`` (devices, DDP, compile), after switching on activation checkpointing if asked."""
+        if self.run.activation_checkpointing:
+            for obj in objects:
+                if hasattr(obj, "set_grad_checkpointing"):
+                    obj.set_grad_checkpointing(True)
+        return self.accelerator.prepare(*objects)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model)
