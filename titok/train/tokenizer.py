@@ -168,6 +168,7 @@ def stage2_model(recipe: Stage2Recipe) -> TiTok:
     checked against the recipe's ``model``."""
     import titok
 
+    expected = recipe.model_config().to_dict()
     init = titok.load(recipe.init)
     if not isinstance(init, TiTok):
         raise ValueError(f"init {recipe.init} is a {type(init).__name__}, not a TiTok tokenizer")
@@ -181,7 +182,7 @@ def stage2_model(recipe: Stage2Recipe) -> TiTok:
         raise ValueError(f"init {recipe.init} already has its pixel decoder (head {init.config.head!r}): unset teacher")
     else:
         model = init
-    expected, got = recipe.model_config().to_dict(), model.config.to_dict()
+    got = model.config.to_dict()
     differ = [f"{k} is {got[k]!r} there, {expected[k]!r} here" for k in expected if expected[k] != got[k]]
     if differ:
         raise ValueError(f"init {recipe.init} (with its teacher) does not give the recipe's model: {'; '.join(differ)}")
