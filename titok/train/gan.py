@@ -63,13 +63,11 @@ class Adversary:
         """Whether the GAN terms are on at (0-based) step ``step``."""
         return step >= self.cfg.start
 
-    def generator_loss(self, fake: torch.Tensor, step: int) -> torch.Tensor:
-        """``weight * -mean D(fake)`` for reconstructions ``fake`` (B, 3, H, W) (0 before ``start``); the
-        discriminator is frozen, so the gradient reaches the tokenizer only."""
-        if not self.active(step):
-            return fake.new_zeros((), dtype=torch.float32)
+    def generator_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        """``-mean D(fake)`` for reconstructions ``fake`` (B, 3, H, W), unweighted; the discriminator is frozen, so
+        the gradient reaches the tokenizer only."""
         disc = self.rt.unwrap(self.disc).requires_grad_(False)
-        return self.cfg.weight * hinge_g_loss(disc(fake.float()))
+        return hinge_g_loss(disc(fake.float()))
 
     def step(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], step: int) -> dict[str, float]:
         """One discriminator update on the micro-batches' (images, reconstructions); its values prefixed ``d_``."""

@@ -1,8 +1,10 @@
 """What the tokenizer recipes minimise.
 
 - :class:`PixelObjective` (``vqgan``, ``stage2``, ``single_stage``): ``reconstruction_weight`` x L2 (or L1) +
-  perceptual (LPIPS / ConvNeXt-S logits) + ``quantizer_weight`` x the VQ loss + ``kl_weight`` x KL (VAE) + the GAN
-  term, computed in float32 on raw (unclamped) reconstructions, with a discriminator step after each update.
+  perceptual (LPIPS / ConvNeXt-S logits) + ``quantizer_weight`` x the VQ loss + ``kl_weight`` x KL (VAE) +
+  ``gan.weight`` x the generator's hinge term, computed in float32 on raw (unclamped) reconstructions, with a
+  discriminator step after each update. Each term is logged unweighted (``perceptual`` as its weighted sum of LPIPS
+  and ConvNeXt), ``loss`` is the weighted total.
 - :class:`ProxyObjective` (``stage1``): cross-entropy of the proxy logits against a frozen 2-D VQGAN's codes of the
   same (augmented) image + ``quantizer_weight`` x the VQ loss.
 
@@ -97,8 +99,8 @@ class PixelObjective:
                 terms["kl"] = kl_loss(out.posterior)
                 total = total + w.kl_weight * terms["kl"]
             if self.adversary is not None and self.adversary.active(step):
-                terms["gan"] = self.adversary.generator_loss(recon, step)
-                total = total + terms["gan"]
+                terms["gan"] = self.adversary.generator_loss(recon)
+                total = total + self.adversary.cfg.weight * terms["gan"]
                 self._pairs.append((images, recon.detach()))
         if self.usage is not None and out.quantizer is not None:
             self.usage.add(out.quantizer.codes)
