@@ -1,4 +1,5 @@
-"""``titok train generator CONFIG [key=value ...]``: run a training recipe (also under torchrun / accelerate)."""
+"""``titok train tokenizer|generator CONFIG [key=value ...]``: run a training recipe (also under torchrun /
+accelerate)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "torchrun or `accelerate launch` for several processes (on CPU, set ACCELERATE_USE_CPU=1).",
     )
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    t = kinds.add_parser(
+        "tokenizer",
+        help="a tokenizer: recipe vqgan, stage1, stage2 or single_stage",
+        description="Train a 2-D VQGAN teacher (vqgan), a two-stage TiTok (stage1, then stage2) or a single-stage "
+        "TiTok (single_stage) from a recipe in configs/tokenizer/. Overrides look like train.max_steps=1000.",
+    )
+    _recipe_arguments(t)
+    t.set_defaults(run=run_recipe, allowed={"vqgan", "stage1", "stage2", "single_stage"})
     g = kinds.add_parser("generator", help="a MaskGIT generator on pretokenized codes")
     _recipe_arguments(g)
     g.set_defaults(run=run_recipe, allowed={"generator"})

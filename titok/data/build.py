@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import Dataset, IterableDataset
 
 from titok.config import Config
 from titok.data.datasets import FashionMNIST, ImageFolder
@@ -32,18 +34,37 @@ class DataConfig(Config):
             raise ValueError(f"data.limit must be at least 1, got {self.limit}")
 
 
-def build_dataset(cfg: DataConfig, image_size: int, *, train: bool = True) -> Dataset:
-    """The map-style dataset of ``cfg`` at ``image_size``; ``train`` enables the configured random crop/flip."""
+def build_dataset(cfg: DataConfig, image_size: int, *, train: bool = True, seed: int = 0) -> Dataset:
+    """The dataset of ``cfg`` at ``image_size``; ``train`` enables the configured random crop/flip.
+
+    Fashion-MNIST and folders give map-style datasets (indexed by :class:`ResumableSampler`); webdataset shards give
+    an endless :class:`~titok.data.webdataset.ShardStream` whose order is drawn from ``seed``.
+    """
     preprocess = Preprocess(image_size, random_crop=train and cfg.random_crop, random_flip=train and cfg.random_flip)
+    if cfg.source == "webdataset":
+        from titok.data.webdataset import ShardStream, expand_shards
+
+        if cfg.limit is not None:
+            raise ValueError("data.limit is not supported for webdataset shards: list fewer shards instead")
+        return ShardStream(expand_shards(cfg.path), preprocess, seed=seed)
     if cfg.source == "fashion_mnist":
         dataset: Dataset = FashionMNIST(cfg.split, preprocess, root=cfg.path)
-    elif cfg.source == "folder":
-        dataset = ImageFolder(cfg.path, preprocess)
     else:
-        raise ValueError("webdataset shards are streamed, not indexed: use titok.data.webdataset")
+        dataset = ImageFolder(cfg.path, preprocess)
     if cfg.limit is not None and cfg.limit < len(dataset):
         dataset = FirstItems(dataset, cfg.limit)
     return dataset
+
+
+def first_images(cfg: DataConfig, image_size: int, n: int) -> torch.Tensor:
+    """The first (up to) ``n`` images of the data with evaluation preprocessing, (n, 3, S, S) in [0, 1]: the fixed
+    inputs of a run's reconstruction previews."""
+    dataset = build_dataset(cfg, image_size, train=False)
+    if isinstance(dataset, IterableDataset):
+        items = itertools.islice(iter(dataset), n)
+    else:
+        items = (dataset[i] for i in range(min(n, len(dataset))))
+    return torch.stack([item[0] for item in items])
 
 
 class FirstItems(Dataset):

@@ -167,3 +167,49 @@ def write_tokens(
     )
     meta = TokensMeta(codebook_size, codes.shape[1], 0, tokenizer, False, dict(data or {}))
     return merge_shards(root, 1, meta)
+
+
+class WithCachedCodes(Dataset):
+    """An indexed image dataset with every image's codes read from a tokens folder written over the same data by
+    ``titok pretokenize`` (e.g. a stage-1 teacher's codes): items ``(image, label, skipped, codes (N,) int64)``.
+
+    The images must be preprocessed as the cache was (resize + center crop, no random crop and no flip: build
+    ``dataset`` so). With ``flip``, which needs a cache written with ``--flip``, half of the items, chosen by their
+    augmentation seed, are mirrored and take the mirrored copy's codes.
+    """
+
+    def __init__(self, dataset: Dataset, root: str | Path, *, flip: bool = False) -> None:
+        self.dataset, self.root, self.flip = dataset, Path(root), flip
+        self.tokens = TokenDataset(root)
+        meta = self.tokens.meta
+        if flip and not meta.flip_copies:
+            raise ValueError(
+                f"{root} holds no flipped copies: set data.random_flip=false, or pretokenize again with --flip"
+            )
+        copies = 2 if meta.flip_copies else 1
+        images = (meta.count + meta.skipped) // copies
+        if images != len(dataset):
+            raise ValueError(
+                f"{root} was written from {images} image(s), the data has {len(dataset)}: pretokenize the same data "
+                "(same source, path and limit)"
+            )
+        sources = np.load(self.root / "sources.npy")
+        self.rows = np.full(len(dataset), -1, dtype=np.int64)
+        self.flipped_rows = np.full(len(dataset), -1, dtype=np.int64)
+        originals = sources >= 0
+        self.rows[sources[originals]] = np.flatnonzero(originals)
+        self.flipped_rows[-1 - sources[~originals]] = np.flatnonzero(~originals)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, torch.Tensor]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        image, label, skipped = self.dataset[item]
+        served = (index + skipped) % len(self.dataset)  # a folder serves the next readable file for a broken one
+        coin = torch.rand((), generator=torch.Generator().manual_seed(seed)) if seed is not None else None
+        mirrored = self.flip and coin is not None and bool(coin < 0.5)
+        row = int((self.flipped_rows if mirrored else self.rows)[served])
+        if row < 0:
+            raise ValueError(f"image {served} of the data has no codes in {self.root} (unreadable when pretokenized)")
+        return (image.flip(-1) if mirrored else image), label, skipped, self.tokens[row][0]

@@ -20,7 +20,7 @@ from titok.config import Config
 from titok.layers import Attention, Block, BlockStack
 from titok.models.base import ImageTokenizer
 from titok.models.grid import GridDecoder, GridEncoder
-from titok.models.vqgan import VQGANConfig, VQGANDecoder
+from titok.models.vqgan import MaskGITVQGAN, VQGANConfig, VQGANDecoder
 from titok.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
 
 
@@ -318,6 +318,47 @@ HEADS = {
     "proxy": lambda cfg: ProxyCodeHead(cfg.decoder.width, cfg.proxy_codebook_size),
     "vqgan": lambda cfg: VQGANPixelHead(cfg.decoder.width, cfg.pixel_decoder),
 }
+
+
+def check_proxy_teacher(cfg: TiTokConfig, teacher: VQGANConfig) -> None:
+    """Raise ``ValueError`` unless the 2-D VQGAN ``teacher``'s codes can be the proxy codes of tokenizer ``cfg``:
+    the same resolution, one teacher code per tokenizer patch (downsampling factor == patch size), and as many
+    codes as the proxy head predicts."""
+    if teacher.image_size != cfg.image_size:
+        raise ValueError(f"the teacher VQGAN reads {teacher.image_size} px images, the tokenizer {cfg.image_size} px")
+    t_grid, grid = teacher.image_size // teacher.downsample_factor, cfg.grid_size
+    if t_grid != grid:
+        raise ValueError(
+            f"the teacher VQGAN gives a {t_grid}x{t_grid} grid of codes (downsampling {teacher.downsample_factor}x); "
+            f"the tokenizer predicts a {grid}x{grid} grid (patch_size {cfg.patch_size})"
+        )
+    if teacher.codebook_size != cfg.proxy_codebook_size:
+        raise ValueError(
+            f"the teacher VQGAN has {teacher.codebook_size} codes; the tokenizer's proxy_codebook_size is "
+            f"{cfg.proxy_codebook_size}"
+        )
+
+
+def two_stage_from(stage1: TiTok, vqgan: MaskGITVQGAN) -> TiTok:
+    """The stage-2 tokenizer (head ``vqgan``) that starts from a stage-1 one (head ``proxy``) and its teacher.
+
+    Encoder, latent tokens, quantizer, decoder and proxy head are copied from ``stage1``; the VQGAN's codebook
+    becomes ``head.codebook`` and its decoder ``head.pixel_decoder`` (the reference's ``pixel_quantize`` and
+    ``pixel_decoder``). The result is a new model on the CPU; neither input is changed.
+    """
+    cfg = stage1.config
+    if cfg.head != "proxy":
+        raise ValueError(f"stage 2 starts from a stage-1 tokenizer (head 'proxy'); this one has head {cfg.head!r}")
+    check_proxy_teacher(cfg, vqgan.config)
+    config = cfg.replace(head="vqgan", pixel_decoder=vqgan.config)
+    state = {k: v for k, v in stage1.state_dict().items() if not k.startswith("head.")}
+    state.update({f"head.proxy.{k}": v for k, v in stage1.head.state_dict().items()})
+    state["head.codebook.weight"] = vqgan.quantizer.embedding.weight
+    state.update({f"head.pixel_decoder.{k}": v for k, v in vqgan.decoder.state_dict().items()})
+    with torch.device("meta"):
+        model = TiTok(config)
+    model.load_state_dict({k: v.detach().cpu().clone() for k, v in state.items()}, strict=True, assign=True)
+    return model
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -146,6 +146,16 @@ class VQGANDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
+@dataclass
+class VQGANOutput:
+    """``decoded``: images (B, 3, H, W), raw; ``latents``: the quantized latents (B, h*w, C) the decoder read (with
+    the straight-through gradient); ``quantizer``: codes and VQ losses."""
+
+    decoded: torch.Tensor
+    latents: torch.Tensor
+    quantizer: QuantizerOutput
+
+
 class MaskGITVQGAN(ImageTokenizer):
     """The 2-D MaskGIT-VQGAN tokenizer. Latents are (B, h*w, z_channels), token-major in raster order."""
 
@@ -198,3 +208,8 @@ class MaskGITVQGAN(ImageTokenizer):
 
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
         return self.decode(self.quantizer.embed(codes.to(self.device)))
+
+    def forward(self, images: torch.Tensor) -> VQGANOutput:
+        """Encode, quantize and decode, for training."""
+        q = self.quantize(self.encode(images))
+        return VQGANOutput(self.decode(q.quantized), q.quantized, q)

@@ -9,9 +9,15 @@ from typing import Any
 
 def recipes() -> dict[str, tuple[type, Callable[..., Path]]]:
     """name -> (its config class, its ``train(recipe, resume)`` function). Imported on use: recipes are heavy."""
-    from titok.train import generator
+    from titok.train import generator, tokenizer, vqgan
 
-    return {"generator": (generator.GeneratorRecipe, generator.train)}
+    return {
+        "generator": (generator.GeneratorRecipe, generator.train),
+        "vqgan": (vqgan.VQGANRecipe, vqgan.train),
+        "stage1": (tokenizer.Stage1Recipe, tokenizer.train_stage1),
+        "stage2": (tokenizer.Stage2Recipe, tokenizer.train_stage2),
+        "single_stage": (tokenizer.SingleStageRecipe, tokenizer.train_single_stage),
+    }
 
 
 def parse(raw: dict[str, Any], where: str, allowed: set[str] | None = None):

@@ -1,5 +1,12 @@
 """What every training recipe does the same way: devices and processes (accelerate), resume, data order,
-gradient accumulation and clipping, a stop on NaN/inf, metrics, checkpoints and the final export."""
+gradient accumulation and clipping, a stop on NaN/inf, metrics, checkpoints and the final export.
+
+Data: an indexed dataset is visited in :class:`ResumableSampler`'s order from ``Runtime.position``, the number of
+items this process has taken (saved with every checkpoint, so a resumed run may change the batch size). A
+stream (an ``IterableDataset`` with ``assign``, such as :class:`~titok.data.webdataset.ShardStream`) reports its
+readers' cursors with every batch; :meth:`Runtime.save` stores them (with the fp16 scaler, if any) in the checkpoint
+and a resumed run continues each reader where it stopped.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from titok.data.sampler import ResumableSampler
 from titok.io import atomic_write
@@ -56,6 +63,8 @@ class Runtime:
     resume_from: Path | None = None
     position: int = field(default=0, init=False)  # items this process has taken from its data order
     _images_seen: int = field(default=0, init=False)
+    _stream: StreamBatches | None = field(default=None, init=False)
+    _resumed_data: dict[str, Any] | None = field(default=None, init=False)
     _clock: float = field(default_factory=time.perf_counter, init=False)
 
     @property
@@ -86,7 +95,13 @@ class Runtime:
         return self.accelerator.unwrap_model(model)
 
     def batches(self, dataset: Dataset, collate: Callable | None = None) -> Iterator[Any]:
-        """Micro-batches of ``batch_size`` in the deterministic order, from ``position`` (restored on resume)."""
+        """Micro-batches of ``batch_size`` in the deterministic order, from ``position`` (restored on resume); for a
+        stream: from the cursors of the checkpoint :meth:`load` read."""
+        if isinstance(dataset, IterableDataset):
+            return self._stream_batches(dataset, collate)
+        return self._indexed_batches(dataset, collate)
+
+    def _indexed_batches(self, dataset: Dataset, collate: Callable | None) -> Iterator[Any]:
         sampler = ResumableSampler(
             len(dataset), seed=self.run.seed, rank=self.rank, world=self.world, start=self.position
         )
@@ -107,6 +122,50 @@ class Runtime:
             self.position += self.run.batch_size
             yield batch
 
+    def _stream_batches(self, stream: IterableDataset, collate: Callable | None) -> Iterator[Any]:
+        if not hasattr(stream, "assign"):
+            raise TypeError(f"{type(stream).__name__} is an iterable dataset without assign(): it cannot be resumed")
+        workers = max(1, self.run.num_workers)
+        drawn = self.position // self.run.batch_size  # batches this process had taken
+        cursors = self._stream_cursors(workers)
+        # A DataLoader takes batches from its workers in turn, starting with worker 0: worker j plays the reader
+        # whose turn it would have been in the uninterrupted run.
+        roles = [(j + drawn) % workers for j in range(workers)]
+        assigned = stream.assign(rank=self.rank, world=self.world, workers=workers, roles=roles, cursors=cursors)
+        loader = DataLoader(
+            assigned,
+            batch_size=self.run.batch_size,
+            num_workers=self.run.num_workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.run.num_workers > 0,
+        )
+        self._stream = StreamBatches(iter(loader), cursors)
+        return self._count(self._stream)
+
+    def _count(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self.position += self.run.batch_size
+            yield batch
+
+    def _stream_cursors(self, workers: int) -> list[list[int]]:
+        saved = self._resumed_data
+        if not saved or saved.get("kind") != "stream":
+            return [[0, 0, 0] for _ in range(workers)]
+        if (saved["world"], saved["workers"]) == (self.world, workers):
+            return [list(c) for c in saved["cursors"][self.rank * workers : (self.rank + 1) * workers]]
+        epoch = min(c[0] for c in saved["cursors"])
+        logger.warning(
+            "the checkpoint's stream was read by %d process(es) x %d worker(s), this run has %d x %d: every reader "
+            "restarts at the beginning of epoch %d (some samples of that epoch are seen again)",
+            saved["world"],
+            saved["workers"],
+            self.world,
+            workers,
+            epoch,
+        )
+        return [[epoch, 0, 0] for _ in range(workers)]
+
     def accumulate(self, model: nn.Module, micro_batches: list[Any], loss_fn: Callable[[Any], dict]) -> dict:
         """Forward and backward over the micro-batches of one step (``loss_fn(mb)['loss']`` is minimised); returns
         the mean of every returned value. Gradients are synchronised across processes on the last one only."""
@@ -122,12 +181,15 @@ class Runtime:
                 totals[k] = totals.get(k, 0.0) + float(v.detach()) / n
         return totals
 
-    def apply_gradients(self, model: nn.Module, optimizer, cfg: OptimConfig, step: int) -> float:
-        """Clip, set this step's learning rate, step and zero the optimizer; returns the pre-clip gradient norm."""
+    def apply_gradients(
+        self, model: nn.Module, optimizer, cfg: OptimConfig, step: int, total_steps: int | None = None
+    ) -> float:
+        """Clip, set the learning rate of schedule step ``step`` (of ``total_steps``, default ``max_steps``), step
+        and zero the optimizer; returns the pre-clip gradient norm."""
         norm = float("nan")
         if cfg.max_grad_norm > 0:
             norm = float(self.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        set_lr(optimizer, lr_at(step, cfg, self.run.max_steps))
+        set_lr(optimizer, lr_at(step, cfg, total_steps or self.run.max_steps))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm
@@ -139,10 +201,14 @@ class Runtime:
             where = f"the last good checkpoint, {last}, is intact" if last else "no checkpoint was written yet"
             raise TrainingError(f"step {step}: {', '.join(f'{k} = {v}' for k, v in bad.items())}; stopping ({where})")
 
+    def log_due(self, step: int) -> bool:
+        """Whether :meth:`log` writes the metrics of finished step ``step`` (the same answer in every process)."""
+        return step % self.run.log_every == 0 or step == self.run.max_steps
+
     def log(self, step: int, values: dict[str, float], images: int) -> dict[str, float]:
         """Record a finished step; every ``log_every`` steps, write metrics (with images/s) and return them."""
         self._images_seen += images
-        if step % self.run.log_every and step != self.run.max_steps:
+        if not self.log_due(step):
             return {}
         elapsed = time.perf_counter() - self._clock
         values = {**values, "images_per_s": self._images_seen * self.world / max(elapsed, 1e-9)}
@@ -154,9 +220,12 @@ class Runtime:
         return every > 0 and (step % every == 0 or step == self.run.max_steps)
 
     def save(self, step: int, state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-        """Checkpoint ``state`` (the recipe's weights and optimizers) with the data position and the fp16 scaler."""
+        """Checkpoint ``state`` (the recipe's weights and optimizers) with the data position (a stream's reader
+        cursors too) and the fp16 scaler; every process calls it."""
         scaler = self.accelerator.scaler
         state = {**state, "data_position": self.position, "scaler": scaler.state_dict() if scaler else None}
+        if self._stream is not None:
+            state["data"] = self._stream_state()
         path = self.checkpoints.save(step, state, generators)
         if self.is_main:
             logger.info("saved %s", path)
@@ -167,9 +236,17 @@ class Runtime:
         logger.info("resuming from %s", self.resume_from)
         state = self.checkpoints.load(self.resume_from, generators)
         self.position = state["data_position"]
+        self._resumed_data = state.get("data")
         if state.get("scaler") and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         return state
+
+    def _stream_state(self) -> dict[str, Any]:
+        from accelerate.utils import gather_object
+
+        mine = [list(c) for c in self._stream.cursors]
+        cursors = mine if self.world == 1 else gather_object(mine)
+        return {"kind": "stream", "world": self.world, "workers": len(self._stream.cursors), "cursors": cursors}
 
     def export(self, model: nn.Module, name: str = "final") -> Path:
         """``save_pretrained`` the model into ``output_dir/name`` (main process), so ``titok.load`` reads it."""
@@ -182,6 +259,20 @@ class Runtime:
     def close(self) -> None:
         self.metrics.close()
         self.accelerator.end_training()
+
+
+class StreamBatches(Iterator):
+    """A stream's batches without their cursors, which it keeps: ``cursors[role]`` is the last position reader
+    ``role`` of this process delivered, (epoch, shard position, samples consumed)."""
+
+    def __init__(self, batches: Iterator[Any], cursors: list[list[int]]) -> None:
+        self.batches, self.cursors = batches, cursors
+
+    def __next__(self) -> list[Any]:
+        *batch, cursor = next(self.batches)
+        role, *position = cursor[-1].tolist()
+        self.cursors[role] = position
+        return batch
 
 
 def start(run: RunConfig, recipe: Mapping[str, Any], resume: bool | str = False) -> Runtime:

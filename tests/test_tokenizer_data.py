@@ -1,0 +1,99 @@
+"""Training data for tokenizers: webdataset shards (patterns, determinism, unreadable samples, exact resume through
+the runtime with several loader workers) and cached teacher codes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from shards import write_shards
+from tiny import TINY_VQGAN
+
+import titok
+from titok.data.build import DataConfig, build_dataset
+from titok.data.tokens import WithCachedCodes
+from titok.data.transforms import Preprocess
+from titok.data.webdataset import ShardStream, expand_shards
+from titok.train.config import RunConfig
+from titok.train.pretokenize import pretokenize
+from titok.train.runtime import start
+
+
+def test_shard_patterns_expand(tmp_path):
+    paths = [str(p) for p in write_shards(tmp_path / "s", 3, 1)]
+    assert expand_shards(str(tmp_path / "s" / "train-{0000..0002}.tar")) == paths
+    assert expand_shards(str(tmp_path / "s" / "train-*.tar")) == paths
+    assert expand_shards(str(tmp_path / "s")) == paths
+    assert expand_shards(f"{paths[2]}::{paths[0]}") == [paths[2], paths[0]]
+    with pytest.raises(FileNotFoundError, match=r"train-0003\.tar matches no shard file"):
+        expand_shards(str(tmp_path / "s" / "train-{0002..0003}.tar"))
+    with pytest.raises(ValueError, match=r"data\.limit is not supported for webdataset"):
+        build_dataset(DataConfig(source="webdataset", path=paths[0], limit=3), 32)
+
+
+def _take(stream, n):
+    it = iter(stream.assign(rank=0, world=1, workers=1, roles=[0], cursors=[[0, 0, 0]]))
+    return [next(it) for _ in range(n)]
+
+
+def test_stream_is_deterministic_and_skips_unreadable_samples(tmp_path, caplog):
+    paths = write_shards(tmp_path, 2, 4, corrupt=True)
+    with open(paths[1], "r+b") as f:  # cut the second shard inside its third member
+        f.truncate(3 * 1024 + 200)
+    stream = ShardStream([str(p) for p in paths], Preprocess(32, random_crop=True, random_flip=True), seed=5)
+    with caplog.at_level(logging.WARNING):
+        a, b = _take(stream, 12), _take(stream, 12)
+    assert all(torch.equal(x[0], y[0]) and x[1:3] == y[1:3] for x, y in zip(a, b))
+    assert a[0][0].shape == (3, 32, 32) and {x[1] for x in a} <= set(range(10))
+    first_epoch = [x for x in a if x[3][1] == 0]
+    # shard 0: 4 images + 2 bad samples; shard 1: one full sample before the cut, and the cut counted once
+    assert len(first_epoch) == 5 and sum(x[2] for x in first_epoch) == 3
+    assert "broken0 in" in caplog.text and "no image" in caplog.text
+
+
+@pytest.mark.parametrize("shards", [1, 4])  # fewer shards than readers: split by sample; more: split by shard
+def test_a_stream_resumes_exactly_through_the_runtime(tmp_path, shards):
+    write_shards(tmp_path / "data", shards, 12 // shards)
+    cfg = DataConfig(source="webdataset", path=str(tmp_path / "data"))
+    stream = build_dataset(cfg, 32, seed=3)
+    run = RunConfig(output_dir=str(tmp_path / "a"), batch_size=3, num_workers=2, tensorboard=False)
+    rt = start(run, {})
+    batches = rt.batches(stream)
+    straight = [next(batches) for _ in range(9)]
+    rt = start(run.replace(output_dir=str(tmp_path / "b")), {})
+    batches = rt.batches(stream)
+    for _ in range(5):
+        next(batches)
+    state, position = rt._stream_state(), rt.position
+    assert position == 15
+    assert state["kind"] == "stream" and state["workers"] == 2 and len(state["cursors"]) == 2
+    rt = start(run.replace(output_dir=str(tmp_path / "c")), {})
+    rt._resumed_data, rt.position = state, position
+    resumed = rt.batches(stream)
+    for expected in straight[5:]:
+        got = next(resumed)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_cached_teacher_codes_follow_the_flip(tmp_path):
+    torch.manual_seed(0)
+    teacher = titok.models.build_model(TINY_VQGAN).eval()
+    data = build_dataset(DataConfig(split="test", limit=12), 32, train=False)
+    pretokenize(
+        teacher, data, tmp_path / "codes", tokenizer_name="t", data_description={}, flip_copies=True, num_workers=0
+    )
+    cached = WithCachedCodes(data, tmp_path / "codes", flip=True)
+    flips = 0
+    for index, seed in [(0, 11), (5, 12), (5, 13), (11, 14), (3, 15), (7, 16)]:
+        image, _, _, codes = cached[(index, seed)]
+        assert torch.equal(codes, teacher.tokenize(image[None])[0])
+        flips += not torch.equal(image, data[index][0])
+    assert 0 < flips < 6  # some items were mirrored, some not
+    with pytest.raises(ValueError, match="written from 12 image"):
+        WithCachedCodes(build_dataset(DataConfig(split="test", limit=10), 32, train=False), tmp_path / "codes")
+    pretokenize(teacher, data, tmp_path / "plain", tokenizer_name="t", data_description={}, num_workers=0)
+    with pytest.raises(ValueError, match="no flipped copies"):
+        WithCachedCodes(data, tmp_path / "plain", flip=True)
+    assert np.array_equal(WithCachedCodes(data, tmp_path / "plain")[4][3], teacher.tokenize(data[4][0][None])[0])

@@ -1,0 +1,49 @@
+"""Recipe ``vqgan``: train a 2-D VQGAN of the MaskGIT-VQGAN architecture (any size) on your images.
+
+It gives the two-stage recipe a teacher for any data without the released MaskGIT-VQGAN weights: ``vqgan`` ->
+``stage1`` (its codes as proxy targets) -> ``stage2`` (its codebook and decoder as the pixel decoder). Choose a
+downsampling factor (``2 ** (len(channel_mult) - 1)``) equal to the tokenizer's patch size and a codebook of the
+tokenizer's ``proxy_codebook_size``.
+
+Loss: L2 (or L1) + perceptual + ``quantizer_weight`` x the VQ loss + the hinge GAN with LeCam (see
+:mod:`titok.train.objectives`; the VQ loss follows the VQ-VAE convention, beta on the commitment term). The reference
+trained no VQGAN (it ported Google's MaskGIT tokenizer), so the defaults are its single-stage tokenizer recipe's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from titok.config import Config
+from titok.data.build import DataConfig
+from titok.models import VQGANConfig, build_model
+from titok.train.config import OptimConfig, RunConfig, model_section
+from titok.train.gan import GANConfig
+from titok.train.loop import PreviewConfig, seeded
+from titok.train.objectives import LossConfig
+from titok.train.runtime import start
+from titok.train.tokenizer import adamw, fit_pixels
+
+
+@dataclass(frozen=True)
+class VQGANRecipe(Config):
+    recipe: Literal["vqgan"] = "vqgan"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    gan: GANConfig = field(default_factory=lambda: GANConfig(optim=adamw(10_000)))
+    optim: OptimConfig = field(default_factory=lambda: adamw(10_000))
+    train: RunConfig = field(default_factory=RunConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
+
+    def model_config(self) -> VQGANConfig:
+        return model_section(self.model, VQGANConfig)  # type: ignore[return-value]
+
+
+def train(recipe: VQGANRecipe, resume: bool | str = False) -> Path:
+    """Run the ``vqgan`` recipe; returns the exported VQGAN's folder (``output_dir/final``)."""
+    config = recipe.model_config()
+    rt = start(recipe.train, recipe.to_dict(), resume)
+    return fit_pixels(rt, recipe, seeded(lambda: build_model(config), recipe.train.seed, rt.device))
