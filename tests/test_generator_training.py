@@ -313,6 +313,20 @@ def test_data_position_is_saved_and_survives_a_batch_size_change(rule_tokens, tm
     assert torch.load(ckpt / "checkpoint-20" / "state.pt", weights_only=True)["data_position"] == 80 + 10 * 16
 
 
+def test_a_resume_with_another_process_count_keeps_the_items_taken_in_all(rule_tokens, tmp_path, caplog):
+    path = recipe_file(tmp_path, rule_tokens, max_steps=10, save_every=10, batch_size=8)
+    assert main(["train", "generator", str(path)]) == 0
+    state_file = tmp_path / "run" / "checkpoints" / "checkpoint-10" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert state["data_world"] == 1
+    state["data_world"] = 2  # as if two processes had taken 80 items each
+    torch.save(state, state_file)
+    assert main(["train", "generator", str(path), "--resume", "train.max_steps=11"]) == 0
+    assert "written by 2 process(es), this run has 1" in caplog.text
+    ckpt = tmp_path / "run" / "checkpoints" / "checkpoint-11" / "state.pt"
+    assert torch.load(ckpt, weights_only=True)["data_position"] == 160 + 8
+
+
 def test_activation_checkpointing_option_trains(rule_tokens, tmp_path):
     path = recipe_file(tmp_path, rule_tokens, max_steps=3, save_every=3, activation_checkpointing=True)
     assert main(["train", "generator", str(path)]) == 0

@@ -86,6 +86,9 @@ def test_lpips_reads_the_vgg_trunk_from_a_file(tmp_path):
     torch.save({"classifier.0.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"not a torchvision VGG16 state_dict: it has no 'features\.0\.weight'"):
         LPIPS(tmp_path / "other.pth")
+    torch.save({"net.lin0.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "heads.pth")  # not the v0.1 key names
+    with pytest.raises(ValueError, match=r"heads.pth is not an LPIPS v0.1 heads file.*'net.lin0.weight'"):
+        LPIPS(path, heads=tmp_path / "heads.pth")
 
 
 def test_convnext_logit_mse(tmp_path):

@@ -76,7 +76,11 @@ class LPIPS(nn.Module):
         net = net.to_empty(device="cpu")
         net.scaling_layer = lpips.lpips.ScalingLayer()  # its constant shift/scale buffers
         _load_vgg_slices(net.net, trunk, vgg_weights or "the VGG16 file")
-        net.load_state_dict(_read_state(head_file), strict=False)  # the heads file holds lin0..lin4 only
+        result = net.load_state_dict(_read_state(head_file), strict=False)  # the heads file holds lin0..lin4 only
+        heads = {f"lin{i}.model.1.weight" for i in range(5)}
+        if result.unexpected_keys or heads & set(result.missing_keys):
+            wrong = sorted(result.unexpected_keys)[:3] or sorted(heads & set(result.missing_keys))[:3]
+            raise ValueError(f"{head_file} is not an LPIPS v0.1 heads file (lin0..lin4): key(s) {wrong} do not fit")
         self.net = net.eval().requires_grad_(False)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
 
 def seeded(build, seed: int, device: torch.device) -> nn.Module:
     """``build()`` under ``seed`` without touching the global random state: the same weights in every process."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         return build().to(device)
 

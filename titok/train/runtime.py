@@ -223,7 +223,12 @@ class Runtime:
         """Checkpoint ``state`` (the recipe's weights and optimizers) with the data position (a stream's reader
         cursors too) and the fp16 scaler; every process calls it."""
         scaler = self.accelerator.scaler
-        state = {**state, "data_position": self.position, "scaler": scaler.state_dict() if scaler else None}
+        state = {
+            **state,
+            "data_position": self.position,
+            "data_world": self.world,
+            "scaler": scaler.state_dict() if scaler else None,
+        }
         if self._stream is not None:
             state["data"] = self._stream_state()
         path = self.checkpoints.save(step, state, generators)
@@ -236,6 +241,18 @@ class Runtime:
         logger.info("resuming from %s", self.resume_from)
         state = self.checkpoints.load(self.resume_from, generators)
         self.position = state["data_position"]
+        saved_world = state.get("data_world", self.world)
+        if saved_world != self.world and state.get("data") is None:
+            # The order is one permutation per epoch dealt out to the processes: keep the items taken in total.
+            logger.warning(
+                "the checkpoint was written by %d process(es), this run has %d: each process continues after "
+                "%d of the %d items taken in all (the order is kept up to a batch at the boundary)",
+                saved_world,
+                self.world,
+                self.position * saved_world // self.world,
+                self.position * saved_world,
+            )
+            self.position = self.position * saved_world // self.world
         self._resumed_data = state.get("data")
         if state.get("scaler") and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
