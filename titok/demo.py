@@ -68,7 +68,7 @@ def run(
     tokenizer: str | Path = TOKENIZER,
     generator: str | Path = GENERATOR,
     num_images: int = 1000,
-    samples_per_class: int = 100,
+    samples_per_class: int = 50,
     seed: int = 0,
     batch_size: int = 250,
 ) -> DemoResult:

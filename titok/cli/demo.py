@@ -18,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", help="another tokenizer (default: the shipped one)")
     p.add_argument("--generator", help="another generator (default: the shipped one)")
     p.add_argument("--images", type=int, default=1000, help="test images to reconstruct (default 1000)")
-    p.add_argument("--samples-per-class", type=int, default=100)
+    p.add_argument("--samples-per-class", type=int, default=50, help="default 50")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(run=run_demo)
