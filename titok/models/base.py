@@ -11,6 +11,20 @@ from torch import nn
 
 from titok.config import Config
 
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+A model of `titok`, compact 1-D image tokenizers and their MaskGIT generators (TiTok: "An Image is Worth 32 Tokens
+for Reconstruction and Generation", [arXiv 2406.07550]({{ paper_url }})).
+
+```python
+import titok
+
+model = titok.load(path)  # this folder or its Hub id: config.json names the architecture, model.safetensors the weights
+```
+"""
+
 
 class TitokModel(
     nn.Module,
@@ -18,6 +32,8 @@ class TitokModel(
     library_name="titok",
     tags=["arxiv:2406.07550"],
     license="apache-2.0",
+    paper_url="https://arxiv.org/abs/2406.07550",
+    model_card_template=MODEL_CARD,
 ):
     """Base of titok's models: ``config`` is the constructor's only argument and is saved as ``config.json``.
 
