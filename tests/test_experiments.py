@@ -53,7 +53,8 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
         assert f"(doc/{png}.png)" in text
     assert "The single-stage tokenizer is better by rFD-fmnist (2.900 two-stage, 1.500 single-stage) and" in text
     assert "This does not reproduce the paper's finding." in text  # single-stage won in these numbers
-    assert "falls with every doubling of the tokens" in text and "both reproduced" in text
+    assert "falls with every doubling of the tokens (4: 2.500, 8: 1.250" in text
+    assert "at 16 tokens it falls with model size (XS, S, M): reproduced" in text
     assert "1-D tokenizer reconstructs better than the 2-D one. By rFD-fmnist here: reproduced at some budgets" in text
     assert "best schedule here is arccos" in text
     assert "| generate + decode (8 steps) | 11 |" in text
