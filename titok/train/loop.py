@@ -115,8 +115,11 @@ def fit(
     if state := rt.load(objective.generators):
         rt.unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
+        if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
+        elif ema is not None:
+            logger.warning("the checkpoint holds no EMA weights (ema_decay was 0): the EMA starts from the model now")
+            ema = EMA(rt.unwrap(model), run.ema_decay)
         objective.load_state_dict(state["objective"])
         step, skipped = state["step"], state["skipped_images"]
     batches = rt.batches(data)

@@ -15,6 +15,7 @@ reference ported puts beta on the codebook term instead; it never trained with i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +32,8 @@ from titok.quantizers import DiagonalGaussian
 from titok.train.gan import Adversary, GANConfig
 from titok.train.loop import CodeUsage, full_precision
 from titok.train.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,12 @@ class PixelObjective:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.adversary is not None:
+        if self.adversary is not None and state["adversary"] is None:
+            logger.warning("the checkpoint holds no discriminator (gan.weight was 0): a new one starts now")
+        elif self.adversary is not None:
             self.adversary.load_state_dict(state["adversary"])
+        elif state["adversary"] is not None:
+            logger.warning("gan.weight is 0 now: the checkpoint's discriminator is not used")
         if self.usage is not None:
             self.usage.window.copy_(state["codes"])
 
