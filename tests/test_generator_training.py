@@ -64,9 +64,9 @@ def recipe_file(tmp_path: Path, tokens: Path, **train) -> Path:
     return path
 
 
-def launch(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+def launch(args: list[str], timeout: float = 240, **env_vars: str) -> subprocess.CompletedProcess:
     """Run torchrun with two CPU processes; on a timeout, kill the workers too (they run in their own session)."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **env_vars}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
@@ -135,6 +135,16 @@ def test_two_processes_end_with_identical_weights(rule_tokens, tmp_path):
     initial = titok.models.build_model(GeneratorRecipe.from_dict(read_recipe(path)).model_config()).state_dict()
     assert any(not torch.equal(w0[k], initial[k]) for k in w0)  # it trained
     assert titok.load(tmp_path / "run" / "final").num_tokens == N
+
+
+def test_a_nan_in_one_process_stops_both(rule_tokens, tmp_path):
+    path = recipe_file(tmp_path, rule_tokens, max_steps=40, batch_size=8, save_every=10)
+    script = Path(__file__).parent / "scripts" / "dist_generator.py"
+    out = launch([str(script), str(path)], timeout=180, TITOK_TEST_NAN_RANK="1")
+    assert out.returncode != 0
+    assert "step 15: loss = nan; stopping" in out.stderr  # process 1
+    assert "step 15: non-finite values in 1 other process(es); stopping" in out.stderr  # process 0, not left waiting
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-10").is_dir()
 
 
 def test_an_existing_run_is_not_overwritten(rule_tokens, tmp_path):

@@ -1,5 +1,7 @@
-"""Run the generator recipe (under torchrun) and save every process's final weights as rank{N}.pt beside the run."""
+"""Run the generator recipe (under torchrun) and save every process's final weights as rank{N}.pt beside the run.
+With ``TITOK_TEST_NAN_RANK=r``, process r's loss turns NaN at step 15."""
 
+import os
 import sys
 
 import torch
@@ -17,4 +19,14 @@ def export(self, model, name="final"):
 
 
 Runtime.export = export
+
+if os.environ.get("TITOK_TEST_NAN_RANK") == os.environ.get("RANK"):  # this process's loss turns NaN at step 15
+    _loss, calls = generator._step_loss, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        out = _loss(*args, **kwargs)
+        return {**out, "loss": out["loss"] * float("nan")} if len(calls) >= 15 else out
+
+    generator._step_loss = poisoned
 generator.train(generator.GeneratorRecipe.from_dict(read_recipe(sys.argv[1], sys.argv[2:])))

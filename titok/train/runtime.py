@@ -195,11 +195,17 @@ class Runtime:
         return norm
 
     def check_finite(self, step: int, values: Mapping[str, float]) -> None:
+        """Stop every process (with a message naming the values) when any process's ``values`` are NaN or inf."""
         bad = {k: v for k, v in values.items() if not math.isfinite(v) and k != "grad_norm"}
-        if bad:
+        others = 0
+        if self.world > 1:  # all processes decide together, or the healthy ones would wait in the next collective
+            flags = self.accelerator.reduce(torch.tensor([float(bool(bad))], device=self.device), "sum")
+            others = int(flags.item()) - bool(bad)
+        if bad or others:
             last = self.checkpoints.latest()
             where = f"the last good checkpoint, {last}, is intact" if last else "no checkpoint was written yet"
-            raise TrainingError(f"step {step}: {', '.join(f'{k} = {v}' for k, v in bad.items())}; stopping ({where})")
+            what = ", ".join(f"{k} = {v}" for k, v in bad.items()) or f"non-finite values in {others} other process(es)"
+            raise TrainingError(f"step {step}: {what}; stopping ({where})")
 
     def log_due(self, step: int) -> bool:
         """Whether :meth:`log` writes the metrics of finished step ``step`` (the same answer in every process)."""
