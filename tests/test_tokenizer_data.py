@@ -54,14 +54,16 @@ def test_stream_is_deterministic_and_skips_unreadable_samples(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("shards", [1, 4])  # fewer shards than readers: split by sample; more: split by shard
-def test_a_stream_resumes_exactly_through_the_runtime(tmp_path, shards):
+def test_a_stream_resumes_exactly_through_the_runtime(tmp_path, shards, caplog):
     write_shards(tmp_path / "data", shards, 12 // shards)
     cfg = DataConfig(source="webdataset", path=str(tmp_path / "data"))
     stream = build_dataset(cfg, 32, seed=3)
     run = RunConfig(output_dir=str(tmp_path / "a"), batch_size=3, num_workers=2, tensorboard=False)
     rt = start(run, {})
-    batches = rt.batches(stream)
-    straight = [next(batches) for _ in range(9)]
+    with caplog.at_level(logging.WARNING):
+        batches = rt.batches(stream)
+        straight = [next(batches) for _ in range(9)]
+    assert ("1 shard(s) for 2 readers" in caplog.text) == (shards == 1)
     rt = start(run.replace(output_dir=str(tmp_path / "b")), {})
     batches = rt.batches(stream)
     for _ in range(5):

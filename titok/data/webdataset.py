@@ -102,6 +102,17 @@ class ShardStream(IterableDataset):
         samples consumed)."""
         if len(roles) != workers or len(cursors) != workers:
             raise ValueError(f"{workers} worker(s) need as many roles and cursors, got {len(roles)} and {len(cursors)}")
+        if len(self.shards) < world * workers and rank == 0:
+            logger.warning(
+                "%d shard(s) for %d readers (%d process(es) x %d worker(s)): every reader reads every shard and keeps "
+                "1/%d of its samples; with at least %d shards each reader reads its own",
+                len(self.shards),
+                world * workers,
+                world,
+                workers,
+                world * workers,
+                world * workers,
+            )
         stream = copy.copy(self)
         stream.rank, stream.world, stream.workers = rank, world, workers
         stream.roles = list(roles)
