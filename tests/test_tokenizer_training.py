@@ -4,6 +4,7 @@ what stays frozen, overfitting, kill-and-resume, two processes, NaN, and bad inp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -272,7 +273,7 @@ def test_bad_data_is_named_or_skipped(tmp_path, capsys, caplog):
     assert "skipped unreadable image" in caplog.text and "broken.png" in caplog.text
 
 
-def test_bad_recipes_and_teachers_are_named(tmp_path, capsys):
+def test_bad_recipes_and_teachers_are_named(tmp_path, capsys, caplog):
     path = recipe_file(tmp_path / "r.yaml", "single_stage", model=TITOK, losses=NO_PERCEPTUAL)
     assert main(["train", "tokenizer", str(path), "losses.lpips_wieght=1.0"]) == 2
     assert "unknown key(s) ['lpips_wieght']" in capsys.readouterr().err
@@ -288,7 +289,12 @@ def test_bad_recipes_and_teachers_are_named(tmp_path, capsys):
         titok.models.build_model(titok.VQGANConfig.from_dict({**VQGAN, **change})).save_pretrained(tmp_path / name)
         s1 = recipe_file(tmp_path / f"{name}.yaml", "stage1", teacher=str(tmp_path / name), model=model)
         assert main(["train", "tokenizer", str(s1)]) == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    with caplog.at_level(logging.INFO):
+        assert main(["train", "tokenizer", str(s1), "-v"]) == 2  # -v: where it failed, too
+    failed = [r for r in caplog.records if r.getMessage().startswith("where it failed")]
+    assert failed and failed[0].exc_info and "check_proxy_teacher" in caplog.text
     titok.models.build_model(titok.TiTokConfig.from_dict(TITOK)).save_pretrained(tmp_path / "pixels")
     stage2_model = {**TITOK, "head": "vqgan", "proxy_codebook_size": 16, "pixel_decoder": VQGAN}
     s2 = recipe_file(tmp_path / "s2.yaml", "stage2", init=str(tmp_path / "pixels"), model=stage2_model)

@@ -66,6 +66,7 @@ def _run(job) -> int:
         logger.error("%s", e)
         return 1
     except (ValueError, FileNotFoundError) as e:
+        logger.info("where it failed (the message follows)", exc_info=True)  # with -v: the traceback too
         raise CommandError(str(e)) from None
     print(f"exported {final}")
     return 0
