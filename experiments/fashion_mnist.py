@@ -204,30 +204,7 @@ def evaluate(args: argparse.Namespace) -> None:
         for schedule in SCHEDULES:
             for steps in STEPS:
                 out = fm / "gen_eval" / f"{schedule}_{steps}.json"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                if not out.exists():
-                    _titok(
-                        "eval",
-                        "gen",
-                        ASSETS / "tokenizer",
-                        ASSETS / "generator",
-                        "--ref",
-                        ASSETS / "test_stats_fmnist.npz",
-                        "--num",
-                        GEN_SAMPLES,
-                        "--extractor",
-                        "fmnist",
-                        "--steps",
-                        steps,
-                        "--mask-schedule",
-                        schedule,
-                        "--seed",
-                        SEED,
-                        "--no-progress",
-                        "-o",
-                        out,
-                        threads=args.threads,
-                    )
+                _eval_gen(out, GEN_SAMPLES, "--steps", steps, "--mask-schedule", schedule, threads=args.threads)
                 m = _metrics(out)
                 gen[f"{schedule}_{steps}"] = {"gfd": m["gFD-fmnist"], "is": m["IS-fmnist-cnn"]}
         _merge({"gen": gen})
@@ -237,26 +214,7 @@ def evaluate(args: argparse.Namespace) -> None:
         grid = demo.run(Path(args.doc).with_suffix("") / "demo.png", seed=SEED).grid  # the picture the report shows
         print(f"wrote {grid}")
         out = fm / "gen_eval" / "shipped_default.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not out.exists():
-            _titok(
-                "eval",
-                "gen",
-                ASSETS / "tokenizer",
-                ASSETS / "generator",
-                "--ref",
-                ASSETS / "test_stats_fmnist.npz",
-                "--num",
-                SHIPPED_SAMPLES,
-                "--extractor",
-                "fmnist",
-                "--seed",
-                SEED,
-                "--no-progress",
-                "-o",
-                out,
-                threads=args.threads,
-            )
+        _eval_gen(out, SHIPPED_SAMPLES, threads=args.threads)
         m = _metrics(out)
         _merge(
             {
@@ -273,6 +231,17 @@ def evaluate(args: argparse.Namespace) -> None:
         )
     if "speed" in parts:
         _merge({"speed": speed(args.threads)})
+
+
+def _eval_gen(out: Path, num: int, *options: object, threads: int) -> None:
+    """``titok eval gen`` of the shipped models (FD-fmnist against the test split, seed SEED) into ``out``, unless
+    it is there already."""
+    if out.exists():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stats = ASSETS / "test_stats_fmnist.npz"
+    _titok("eval", "gen", ASSETS / "tokenizer", ASSETS / "generator", "--ref", stats, "--num", num, "--extractor",
+           "fmnist", "--seed", SEED, *options, "--no-progress", "-o", out, threads=threads)  # fmt: skip
 
 
 def speed(threads: int, batch: int = 100, repeats: int = 3) -> dict:
