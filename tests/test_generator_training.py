@@ -98,6 +98,22 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "titok.cli", *args]
 
 
+def kill_and_resume(cmd: list[str], run: Path, step: int, env: dict) -> subprocess.CompletedProcess:
+    """Start ``cmd``, SIGKILL it once checkpoint ``step`` exists, run it again with ``--resume`` and check that it
+    continued from the latest checkpoint (it did not start over)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    while not (run / "checkpoints" / f"checkpoint-{step}").is_dir():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    latest = max((run / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resumed = subprocess.run([*cmd, "--resume", "-v"], capture_output=True, text=True, env=env)
+    assert f"resuming from {latest}" in resumed.stderr, resumed.stderr[-3000:]
+    return resumed
+
+
 def test_kill_and_resume_equals_an_uninterrupted_run(rule_tokens, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = recipe_file(tmp_path / "a", rule_tokens, max_steps=200, save_every=40)
@@ -105,21 +121,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(rule_tokens, tmp_path):
 
     killed = recipe_file(tmp_path / "b", rule_tokens, max_steps=200, save_every=40)
     run = tmp_path / "b" / "run"
-    proc = subprocess.Popen(
-        _cli("train", "generator", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    while not (run / "checkpoints" / "checkpoint-80").is_dir():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    latest = max((run / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    resumed = subprocess.run(
-        _cli("train", "generator", str(killed), "--resume", "-v"), capture_output=True, text=True, env=env
-    )
+    resumed = kill_and_resume(_cli("train", "generator", str(killed)), run, 80, env)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from {latest}" in resumed.stderr  # it continued, it did not start over
     a, b = losses(tmp_path / "a" / "run"), losses(run)
     assert sorted(b) == list(range(1, 201))
     assert all(a[s] == b[s] for s in a), [s for s in a if a[s] != b[s]][:5]

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 from shards import write_shards
-from test_generator_training import launch
+from test_generator_training import kill_and_resume, launch
 
 import titok
 import titok.train.tokenizer as tokenizer_recipes
@@ -187,21 +185,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
 
     killed = recipe_file(tmp_path / "b.yaml", "single_stage", **sections)
     run = tmp_path / "b_run"
-    proc = subprocess.Popen(
-        _cli("train", "tokenizer", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    while not (run / "checkpoints" / "checkpoint-20").is_dir():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    latest = max((run / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    resumed = subprocess.run(
-        _cli("train", "tokenizer", str(killed), "--resume", "-v"), capture_output=True, text=True, env=env
-    )
+    resumed = kill_and_resume(_cli("train", "tokenizer", str(killed)), run, 20, env)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from {latest}" in resumed.stderr  # it continued, it did not start over
     a, b = metrics(tmp_path / "a_run"), metrics(run)
     assert [r["step"] for r in b] == list(range(1, 51))
     drop = lambda r: {k: v for k, v in r.items() if k != "images_per_s"}  # noqa: E731
