@@ -260,6 +260,18 @@ def test_generate_cli_writes_a_grid(tmp_path, capsys):
     )
     assert grid.is_file() and len(list(pngs.glob("*_class3.png"))) == 3
     assert "num_sample_steps=4" in capsys.readouterr().out
+    options = ["--guidance", "1.5", "--guidance-decay", "power-cosine", "--guidance-pow", "2.5", "--temperature", "0.5"]
+    options += ["--no-anneal", "--schedule", "sqrt"]  # the short spellings of --no-annealing, --mask-schedule
+    assert main(["generate", str(tmp_path / "tok"), str(tmp_path / "gen"), "-o", str(grid), *options]) == 0
+    used = capsys.readouterr().out.split("sampling: ")[1].splitlines()[0]
+    for setting in [
+        "guidance_scale=1.5",
+        "guidance_decay=power-cosine",
+        "guidance_scale_pow=2.5",
+        "mask_schedule=sqrt",
+    ]:
+        assert setting in used
+    assert "randomize_temperature=0.5" in used and "softmax_temperature_annealing=False" in used
     assert main(["generate", str(tmp_path / "tok"), str(tmp_path / "gen"), "--classes", "9", "-o", str(grid)]) == 2
     assert "class id 9 is out of range" in capsys.readouterr().err
     build("bert").save_pretrained(tmp_path / "gen16")  # codebook 16: does not fit the tokenizer's 32

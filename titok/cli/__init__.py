@@ -49,6 +49,38 @@ def add_model_argument(parser: argparse.ArgumentParser, name: str = "model", fla
     parser.add_argument(flag, metavar="FILE", help="a bare weights file (.safetensors/.bin) of the preset MODEL")
 
 
+def add_sampling_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """MaskGIT sampling options under the reference's names (unset: the generator's own settings); read them back
+    with :func:`sampling_options`."""
+    from titok.sampling import GUIDANCE_DECAYS, MASK_SCHEDULES
+
+    parser.add_argument("--steps", type=int, dest="num_sample_steps", help="sampling steps")
+    parser.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance scale")
+    parser.add_argument("--guidance-decay", choices=list(GUIDANCE_DECAYS), dest="guidance_decay")
+    parser.add_argument("--guidance-pow", type=float, dest="guidance_scale_pow", help="power of power-cosine")
+    parser.add_argument("--temperature", type=float, dest="randomize_temperature", help="Gumbel-noise temperature")
+    parser.add_argument(
+        "--annealing",
+        "--anneal",
+        action=argparse.BooleanOptionalAction,
+        dest="softmax_temperature_annealing",
+        default=None,
+        help="softmax-temperature annealing",
+    )
+    parser.add_argument("--mask-schedule", "--schedule", choices=list(MASK_SCHEDULES), dest="mask_schedule")
+
+
+def sampling_options(args: argparse.Namespace) -> dict:
+    """The sampling settings given on the command line (see :func:`add_sampling_arguments`), by their names in
+    :class:`~titok.sampling.SamplingConfig`."""
+    from dataclasses import fields
+
+    from titok.sampling import SamplingConfig
+
+    names = (f.name for f in fields(SamplingConfig))
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
 def load_model(spec: str, weights: str | None, device: torch.device):
     import titok
 

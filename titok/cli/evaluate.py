@@ -13,7 +13,14 @@ from collections.abc import Callable
 
 import torch
 
-from titok.cli import CommandError, add_common, add_model_argument, load_model
+from titok.cli import (
+    CommandError,
+    add_common,
+    add_model_argument,
+    add_sampling_arguments,
+    load_model,
+    sampling_options,
+)
 
 PROTOCOL = (
     "Images are converted to RGB, resized so that their shorter side is the tokenizer's resolution (bicubic, "
@@ -75,15 +82,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export-npz", metavar="PATH", help="also write the samples for the ADM evaluator (arr_0, arr_1)")
     p.add_argument("--cache-dir", help="where statistics of reference images are cached (default ~/.cache/titok)")
     s = p.add_argument_group("sampling (default: the generator's own settings)")
-    s.add_argument("--steps", type=int, dest="num_sample_steps")
-    s.add_argument("--guidance", type=float, dest="guidance_scale")
-    s.add_argument("--guidance-decay", choices=["constant", "linear", "power-cosine"], dest="guidance_decay")
-    s.add_argument("--guidance-pow", type=float, dest="guidance_scale_pow")
-    s.add_argument("--temperature", type=float, dest="randomize_temperature")
-    s.add_argument(
-        "--annealing", action=argparse.BooleanOptionalAction, dest="softmax_temperature_annealing", default=None
-    )
-    s.add_argument("--mask-schedule", choices=["arccos", "cosine", "linear", "square", "sqrt"], dest="mask_schedule")
+    add_sampling_arguments(s)
     _add_extractor(p)
     p.set_defaults(batch_size=125)
     add_common(p)
@@ -109,17 +108,6 @@ def _leaving_the_group(run: Callable[[argparse.Namespace], int]) -> Callable[[ar
             shutdown()
 
     return wrapped
-
-
-SAMPLING_KEYS = (
-    "num_sample_steps",
-    "guidance_scale",
-    "guidance_decay",
-    "guidance_scale_pow",
-    "randomize_temperature",
-    "softmax_temperature_annealing",
-    "mask_schedule",
-)
 
 
 def _setup(args: argparse.Namespace):
@@ -203,7 +191,7 @@ def run_gen(args: argparse.Namespace) -> int:
         check_pair(tokenizer, generator)  # before the reference statistics, which can take a while
     except ValueError as e:
         raise CommandError(str(e)) from None
-    sampling = {key: getattr(args, key) for key in SAMPLING_KEYS}
+    sampling = sampling_options(args)
     options = GenOptions(
         num=args.num,
         batch_size=args.batch_size,

@@ -9,7 +9,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from titok.cli import CommandError, add_common, add_model_argument, load_model
+from titok.cli import (
+    CommandError,
+    add_common,
+    add_model_argument,
+    add_sampling_arguments,
+    load_model,
+    sampling_options,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", help="also write one PNG per sample here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, dest="num_sample_steps")
-    p.add_argument("--guidance", type=float, dest="guidance_scale")
-    p.add_argument("--guidance-decay", choices=["constant", "linear", "power-cosine"])
-    p.add_argument("--guidance-pow", type=float, dest="guidance_scale_pow")
-    p.add_argument("--temperature", type=float, dest="randomize_temperature")
-    p.add_argument("--anneal", action=argparse.BooleanOptionalAction, dest="softmax_temperature_annealing")
-    p.add_argument("--schedule", choices=["arccos", "cosine", "linear", "square", "sqrt"], dest="mask_schedule")
+    add_sampling_arguments(p)
     add_common(p)
     p.set_defaults(run=run_generate)
 
@@ -90,16 +91,7 @@ def run_generate(args: argparse.Namespace) -> int:
         )
     labels = _labels(args, generator.config.num_classes)
     total = args.unconditional if labels is None else len(labels)
-    keys = (
-        "num_sample_steps",
-        "guidance_scale",
-        "guidance_decay",
-        "guidance_scale_pow",
-        "randomize_temperature",
-        "softmax_temperature_annealing",
-        "mask_schedule",
-    )
-    settings = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    settings = sampling_options(args)
     try:
         generator.config.sampling.replace(**settings)
     except ValueError as e:
