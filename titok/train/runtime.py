@@ -98,8 +98,8 @@ class Runtime:
         """Micro-batches of ``batch_size`` in the deterministic order, from ``position`` (restored on resume); for a
         stream: from the cursors of the checkpoint :meth:`load` read."""
         if isinstance(dataset, IterableDataset):
-            return self._stream_batches(dataset, collate)
-        return self._indexed_batches(dataset, collate)
+            return self._count(self._stream_batches(dataset, collate))
+        return self._count(self._indexed_batches(dataset, collate))
 
     def _indexed_batches(self, dataset: Dataset, collate: Callable | None) -> Iterator[Any]:
         sampler = ResumableSampler(
@@ -118,9 +118,7 @@ class Runtime:
             persistent_workers=self.run.num_workers > 0,
             generator=torch.Generator().manual_seed(self.run.seed),  # keeps the global RNG untouched
         )
-        for batch in loader:
-            self.position += self.run.batch_size
-            yield batch
+        return iter(loader)
 
     def _stream_batches(self, stream: IterableDataset, collate: Callable | None) -> Iterator[Any]:
         if not hasattr(stream, "assign"):
@@ -141,9 +139,10 @@ class Runtime:
             persistent_workers=self.run.num_workers > 0,
         )
         self._stream = StreamBatches(iter(loader), cursors)
-        return self._count(self._stream)
+        return self._stream
 
     def _count(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """``batches``, adding each one's items to ``position`` as it is taken."""
         for batch in batches:
             self.position += self.run.batch_size
             yield batch
