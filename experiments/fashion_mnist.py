@@ -537,6 +537,10 @@ def report(args: argparse.Namespace) -> None:
         names = [f"tokens{n}" for n in TOKENS] + ["sizeXS_tokens16", "sizeM_tokens16"]
         rows = [_row(n, recon[n], run_overrides[n]) for n in names if n in recon]
         out += [_table(RECON_HEADER, rows), ""]
+        seconds = results.get("train_seconds", {})
+        if seconds:
+            timed = ", ".join(f"{n} {seconds[n]:,.0f} s" for n in names if n in seconds)
+            out += [f"Training wall-clock per run (two CPU cores, shared with another training job): {timed}.", ""]
         _plot_tokens(recon, figures / "tokens.png")
         out += [f"![reconstruction vs tokens]({rel}/tokens.png)", ""]
         t = [recon[f"tokens{n}"] for n in TOKENS if f"tokens{n}" in recon]
