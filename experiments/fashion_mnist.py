@@ -43,13 +43,15 @@ class Run:
     name: str
     overrides: dict[str, object] = field(default_factory=dict)
     steps: int = 1000
+    checkpoints: int = 1  # evenly spaced; each is scored on held-out images when the overrides ask for it
 
     def args(self, out: Path) -> list[str]:
+        every = self.steps // self.checkpoints
         settings = {
             "train.output_dir": out,
             "train.max_steps": self.steps,
-            "train.save_every": self.steps,
-            "train.preview_every": self.steps,
+            "train.save_every": every,
+            "train.preview_every": every,
             "train.seed": SEED,
             "train.tensorboard": "false",
             "train.num_workers": 1,
@@ -80,6 +82,24 @@ RUNS += [
     Run("grid_p8_tokens16", {"model.layout": "2d", "model.num_tokens": 16, "model.patch_size": 8}),
     Run("p8_tokens16", {"model.num_tokens": 16, "model.patch_size": 8}),
 ]
+# Codebook-collapse remedies against today's recipe, at one budget; held-out scores (1,000 test images) at each
+# checkpoint give the learning curves.
+HELDOUT = {"heldout.source": "fashion-mnist:test", "heldout.num": 1000, "heldout.extractor": "fmnist"}
+L2_12D = {"model.l2_norm": "true", "model.token_dim": 12}
+FSQ = {"model.quantizer": "fsq", "model.fsq_levels": "[8,5,5,5]", "model.token_dim": 4, "model.codebook_size": 1000}
+REMEDIES = [
+    Run(name, {**HELDOUT, **overrides}, steps=2000, checkpoints=4)
+    for name, overrides in [
+        ("vq", {}),
+        ("vq_kmeans", {"codebook.kmeans_init": "true"}),
+        ("vq_clustering", {"codebook.clustering": "true"}),
+        ("vq_restart", {"codebook.restart_after": 50}),
+        ("vq_l2_12d", L2_12D),
+        ("vq_l2_12d_clustering", {**L2_12D, "codebook.clustering": "true"}),
+        ("fsq_8555", FSQ),
+    ]
+]
+GROUPS = {"sweep": RUNS, "remedies": REMEDIES}
 SCHEDULES = ("arccos", "linear", "cosine", "sqrt")
 STEPS = (4, 8, 16)
 
@@ -92,7 +112,7 @@ def _titok(*args: object, threads: int) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    for run in RUNS:
+    for run in GROUPS[args.group]:
         if args.only and run.name not in args.only:
             continue
         out = Path(args.runs) / run.name
@@ -677,6 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("command", choices=["train", "evaluate", "report"])
     p.add_argument("--runs", default=str(ROOT / "runs" / "fmnist" / "exp"), help="where the sweep trains")
     p.add_argument("--only", nargs="*", help="these runs or parts only")
+    p.add_argument("--group", choices=sorted(GROUPS), default="sweep", help="which runs train trains")
     p.add_argument("--threads", type=int, default=2, help="CPU threads per job")
     p.add_argument("--results", default=str(RESULTS), help="the results JSON (report reads it)")
     p.add_argument("--doc", default=str(DOC), help="the Markdown file report writes (plots go beside it)")

@@ -23,7 +23,7 @@ def test_nested_unknown_key_is_named_with_its_path():
         ({"num_tokens": "32"}, r"num_tokens: expected an integer, got '32'"),
         ({"num_tokens": 32.0}, r"num_tokens: expected an integer"),
         ({"l2_norm": 1}, r"l2_norm: expected bool"),
-        ({"quantizer": "fsq"}, r"quantizer: 'fsq' is not one of \['vq', 'vae'\]"),
+        ({"quantizer": "lfq"}, r"quantizer: 'lfq' is not one of \['vq', 'vae', 'fsq'\]"),
         ({"commitment_cost": True}, r"commitment_cost: expected a number"),
     ],
 )

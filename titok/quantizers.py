@@ -1,10 +1,17 @@
-"""Vector quantization and the diagonal-Gaussian posterior of continuous (VAE) tokenizers.
+"""Quantizers of 1-D tokens and the diagonal-Gaussian posterior of continuous (VAE) tokenizers.
+
+- :class:`VectorQuantizer`: nearest neighbour in a learned codebook (VQ-VAE), optionally on the unit sphere.
+- :class:`FiniteScalarQuantizer`: FSQ (Mentzer et al., 2023, arXiv 2309.15505): each of the D latent channels is
+  bounded and rounded to one of ``levels[d]`` values; the code is the mixed-radix number of those digits. There is no
+  learned codebook, so nothing can collapse, and codes are still integers in ``[0, prod(levels))``.
 
 Latents are token-major ``(B, N, D)``; codes are ``(B, N)`` int64.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +31,8 @@ class QuantizerOutput:
     """Result of :meth:`VectorQuantizer.forward`.
 
     ``quantized`` (B, N, D) carries the straight-through gradient to the encoder; ``codes`` (B, N) int64;
-    ``loss`` = ``commitment_loss`` + ``codebook_loss`` (scalars).
+    ``loss`` = ``commitment_loss`` + ``codebook_loss`` (scalars); ``latents``: the input (B, N, D) in float32,
+    detached, before any normalisation (what codebook maintenance during training pulls codes towards).
     """
 
     quantized: torch.Tensor
@@ -32,6 +40,7 @@ class QuantizerOutput:
     loss: torch.Tensor
     commitment_loss: torch.Tensor
     codebook_loss: torch.Tensor
+    latents: torch.Tensor | None = None
 
 
 class VectorQuantizer(nn.Module):
@@ -58,6 +67,7 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantize latents ``z`` (B, N, D)."""
         with torch.autocast(z.device.type, enabled=False):
+            raw = z.detach().float()
             z = self.normalize(z.float())
             codebook = self.codebook()
             distances = (
@@ -68,12 +78,70 @@ class VectorQuantizer(nn.Module):
             commitment = self.commitment_cost * F.mse_loss(z, quantized.detach())
             codebook_loss = F.mse_loss(quantized, z.detach())
             quantized = z + (quantized - z).detach()
-        return QuantizerOutput(quantized, codes, commitment + codebook_loss, commitment, codebook_loss)
+        return QuantizerOutput(quantized, codes, commitment + codebook_loss, commitment, codebook_loss, raw)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, N) int64 -> code vectors (B, N, D) in float32."""
         check_codes(codes, self.codebook_size)
         return F.embedding(codes, self.codebook())
+
+
+class FiniteScalarQuantizer(nn.Module):
+    """FSQ: channel ``d`` of a latent is squashed into ``levels[d]`` evenly spaced values in [-1, 1] and rounded
+    (straight-through); the code is ``sum_d digit_d * prod(levels[:d])``. No parameters, no loss.
+
+    The squashing is the paper's: ``tanh(z + shift) * half - offset`` with ``half = (L - 1) / 2 * (1 + 1e-3)`` and,
+    for even ``L``, an offset of 1/2 and a shift that keeps 0 on a rounding boundary, so every level is reachable.
+    """
+
+    def __init__(self, levels: Sequence[int]) -> None:
+        super().__init__()
+        levels = [int(v) for v in levels]
+        if not levels or any(v < 2 for v in levels):
+            raise ValueError(f"FSQ levels must be integers >= 2, one per latent channel, got {list(levels)}")
+        self.levels = levels
+        self.codebook_size = math.prod(levels)
+        self.dim = len(levels)
+        self.basis = [math.prod(levels[:i]) for i in range(len(levels))]
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(levels float, half-widths L // 2 float, basis int64), each (D,), on ``device``."""
+        levels = torch.tensor(self.levels, dtype=torch.float32, device=device)
+        basis = torch.tensor(self.basis, dtype=torch.int64, device=device)
+        return levels, torch.div(levels, 2, rounding_mode="floor"), basis
+
+    @staticmethod
+    def _bound(z: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        half = (levels - 1) * (1 + 1e-3) / 2
+        offset = (levels % 2 == 0).float() / 2
+        shift = torch.atanh(offset / half)
+        return torch.tanh(z + shift) * half - offset
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """Quantize latents ``z`` (B, N, D); ``quantized`` lies on the grid in [-1, 1]^D."""
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"FSQ with {self.dim} levels quantizes {self.dim}-d latents, got {z.shape[-1]}-d")
+        levels, width, basis = self._constants(z.device)
+        with torch.autocast(z.device.type, enabled=False):
+            raw = z.detach().float()
+            bounded = self._bound(z.float(), levels)
+            rounded = bounded + (bounded.round() - bounded).detach()  # integers in [-(L // 2), (L - 1) // 2]
+            quantized = rounded / width
+            digits = (rounded.detach() + width).round().long()  # in [0, L)
+            codes = (digits * basis).sum(-1)
+        zero = quantized.new_zeros(())
+        return QuantizerOutput(quantized, codes, zero, zero, zero, raw)
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, N) int64 -> grid points (B, N, D) in float32, in [-1, 1]."""
+        check_codes(codes, self.codebook_size)
+        levels, width, basis = self._constants(codes.device)
+        digits = torch.div(codes.long()[..., None], basis, rounding_mode="floor") % levels.long()
+        return (digits - width) / width
+
+    def codebook(self) -> torch.Tensor:
+        """All (K, D) grid points, in code order."""
+        return self.embed(torch.arange(self.codebook_size)[None])[0]
 
 
 def check_codes(codes: torch.Tensor, codebook_size: int, num_tokens: int | None = None) -> None:

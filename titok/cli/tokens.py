@@ -216,6 +216,10 @@ def describe(model) -> dict:
         if cfg.quantizer == "vq":
             info["codebook"] = f"{cfg.codebook_size} x {cfg.token_dim}" + (", l2-normalised" if cfg.l2_norm else "")
             info["bits_per_image"] = cfg.num_tokens * math.log2(cfg.codebook_size)
+        elif cfg.quantizer == "fsq":
+            levels = " x ".join(map(str, cfg.fsq_levels))
+            info["codebook"] = f"FSQ, {levels} levels = {cfg.codebook_size} codes of {cfg.token_dim} channels"
+            info["bits_per_image"] = cfg.num_tokens * math.log2(cfg.codebook_size)
         else:
             info["latent"] = f"continuous (VAE), {cfg.token_dim} channels per token"
     elif isinstance(model, MaskedGenerator):

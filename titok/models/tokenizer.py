@@ -10,6 +10,7 @@ Heads:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,7 +22,7 @@ from titok.layers import Attention, Block, BlockStack
 from titok.models.base import ImageTokenizer
 from titok.models.grid import GridDecoder, GridEncoder
 from titok.models.vqgan import MaskGITVQGAN, VQGANConfig, VQGANDecoder
-from titok.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
+from titok.quantizers import DiagonalGaussian, FiniteScalarQuantizer, QuantizerOutput, VectorQuantizer
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,12 @@ class TiTokConfig(Config):
     num_tokens: int = 32
     encoder: ViTConfig = VIT_SIZES["large"]
     decoder: ViTConfig = VIT_SIZES["large"]
-    quantizer: Literal["vq", "vae"] = "vq"
+    quantizer: Literal["vq", "vae", "fsq"] = "vq"
     token_dim: int = 12
     codebook_size: int = 4096
     l2_norm: bool = True
     commitment_cost: float = 0.25
+    fsq_levels: tuple[int, ...] = ()  # quantizer "fsq": levels per channel; token_dim = len, codebook_size = product
     head: Literal["pixels", "proxy", "vqgan"] = "pixels"
     proxy_codebook_size: int = 1024
     pixel_decoder: VQGANConfig | None = None
@@ -83,6 +85,18 @@ class TiTokConfig(Config):
                 raise ValueError(
                     f"the pixel decoder upsamples {pd.downsample_factor}x; patch_size is {self.patch_size}"
                 )
+        if self.quantizer == "fsq" and not self.fsq_levels:
+            raise ValueError("quantizer 'fsq' needs fsq_levels, one per token channel, e.g. [8, 5, 5, 5] (1000 codes)")
+        if self.quantizer == "fsq":
+            levels = list(self.fsq_levels)
+            if len(levels) != self.token_dim or math.prod(levels) != self.codebook_size:
+                k = math.prod(levels)
+                raise ValueError(
+                    f"FSQ levels {levels} give {len(levels)}-d tokens and {k} codes: set token_dim={len(levels)} "
+                    f"and codebook_size={k} (got {self.token_dim} and {self.codebook_size})"
+                )
+        elif self.fsq_levels:
+            raise ValueError(f"fsq_levels {list(self.fsq_levels)} are for quantizer 'fsq', not {self.quantizer!r}")
         if self.quantizer == "vae" and self.head == "vqgan":
             raise ValueError("a continuous (vae) tokenizer cannot use the 'vqgan' head")
 
@@ -235,13 +249,7 @@ class TiTok(ImageTokenizer):
         self.head = HEADS[config.head](config)
         for module in (self.encoder, self.decoder, getattr(self.head, "proxy", self.head)):
             module.apply(_init_weights)
-        self.quantizer = (
-            VectorQuantizer(
-                config.codebook_size, config.token_dim, l2_norm=config.l2_norm, commitment_cost=config.commitment_cost
-            )
-            if config.quantizer == "vq"
-            else None
-        )
+        self.quantizer = QUANTIZERS[config.quantizer](config)
 
     @property
     def image_size(self) -> int:
@@ -309,6 +317,13 @@ class TiTok(ImageTokenizer):
         return latents.to(self.device, self.dtype)
 
 
+QUANTIZERS = {
+    "vq": lambda cfg: VectorQuantizer(
+        cfg.codebook_size, cfg.token_dim, l2_norm=cfg.l2_norm, commitment_cost=cfg.commitment_cost
+    ),
+    "fsq": lambda cfg: FiniteScalarQuantizer(cfg.fsq_levels),
+    "vae": lambda cfg: None,
+}
 LAYOUTS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "1d": (TiTokEncoder, TiTokDecoder),
     "2d": (GridEncoder, GridDecoder),

@@ -24,6 +24,7 @@ from titok.config import Config
 from titok.data.images import save_grid
 from titok.metrics.codebook import code_histogram, codebook_stats
 from titok.train.ema import EMA
+from titok.train.heldout import HeldOut, plot_curves
 from titok.train.optim import make_optimizer
 from titok.train.runtime import Runtime
 
@@ -123,6 +124,7 @@ def fit(
         objective.load_state_dict(state["objective"])
         step, skipped = state["step"], state["skipped_images"]
     batches = rt.batches(data)
+    heldout = _heldout(rt, recipe, rt.unwrap(model))
     bar = tqdm(total=run.max_steps, initial=step, unit="step", desc=recipe.recipe, disable=not rt.is_main)
     while step < run.max_steps:
         _train_mode(rt.unwrap(model), frozen)
@@ -146,12 +148,34 @@ def fit(
             state.update(ema=ema.state_dict() if ema else None, objective=objective.state_dict())
             state.update(skipped_images=skipped, recipe=recipe.to_dict())
             rt.save(step, state, objective.generators)
+            if heldout is not None:
+                _score_heldout(rt, heldout, ema.model if ema else rt.unwrap(model), step)
         if previews is not None and rt.is_main and rt.due(step, run.preview_every):
             _preview(rt, objective, ema.model if ema else rt.unwrap(model), previews, step)
     bar.close()
     final = rt.export(ema.model if ema else model)
     rt.close()
     return final
+
+
+def _heldout(rt: Runtime, recipe: Config, model: nn.Module) -> HeldOut | None:
+    cfg = getattr(recipe, "heldout", None)
+    if cfg is None or cfg.source is None:
+        return None
+    if not hasattr(model, "tokenize"):
+        raise ValueError(f"heldout scores need a tokenizer; the {recipe.recipe} recipe trains a {type(model).__name__}")
+    return HeldOut(cfg, model.image_size, rt.device)
+
+
+def _score_heldout(rt: Runtime, heldout: HeldOut, model: nn.Module, step: int) -> None:
+    """Score ``model`` on the held-out images (every process takes part), log and plot the curves."""
+    values = heldout.scores(model)
+    rt.metrics.log(step, values)
+    if rt.is_main:
+        logger.info(
+            "step %d held-out: %s", step, ", ".join(f"{k.removeprefix('heldout_')} {v:.4g}" for k, v in values.items())
+        )
+        plot_curves(rt.metrics.path, rt.output_dir / "previews" / "heldout.png")
 
 
 def _train_mode(model: nn.Module, frozen: Sequence[str]) -> None:

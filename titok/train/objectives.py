@@ -28,7 +28,8 @@ from titok.losses.perceptual import build_perceptual
 from titok.losses.proxy import proxy_code_loss
 from titok.losses.reconstruction import kl_loss, reconstruction_loss
 from titok.models import MaskGITVQGAN, TiTok
-from titok.quantizers import DiagonalGaussian
+from titok.quantizers import DiagonalGaussian, VectorQuantizer
+from titok.train.codebook import CodebookConfig, CodebookMaintenance
 from titok.train.gan import Adversary, GANConfig
 from titok.train.loop import CodeUsage, full_precision
 from titok.train.runtime import Runtime
@@ -60,6 +61,20 @@ class LossConfig(Config):
                 raise ValueError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
 
 
+def codebook_maintenance(
+    rt: Runtime, model: nn.Module, cfg: CodebookConfig | None, seed: int
+) -> CodebookMaintenance | None:
+    """The codebook remedies of ``cfg`` for ``model``'s quantizer; None when none is on. They act on a learned
+    codebook only: asking for them with FSQ or continuous tokens is an error."""
+    if cfg is None or not cfg.active:
+        return None
+    quantizer = getattr(model, "quantizer", None)
+    if not isinstance(quantizer, VectorQuantizer):
+        kind = "continuous tokens" if quantizer is None else type(quantizer).__name__
+        raise ValueError(f"the codebook section's remedies need a learned (vq) codebook; this model has {kind}")
+    return CodebookMaintenance(cfg, quantizer, seed + 104729, rt.device)
+
+
 def _latents(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     encoded = model.encode(images)
     return encoded.mode() if isinstance(encoded, DiagonalGaussian) else model.quantize(encoded).quantized
@@ -68,8 +83,17 @@ def _latents(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 class PixelObjective:
     """Reconstruct pixels, with perceptual and GAN terms (see the module docstring)."""
 
-    def __init__(self, rt: Runtime, model: TiTok | MaskGITVQGAN, losses: LossConfig, gan: GANConfig, seed: int):
+    def __init__(
+        self,
+        rt: Runtime,
+        model: TiTok | MaskGITVQGAN,
+        losses: LossConfig,
+        gan: GANConfig,
+        seed: int,
+        codebook: CodebookConfig | None = None,
+    ):
         self.rt, self.losses = rt, losses
+        self.maintenance = codebook_maintenance(rt, model, codebook, seed)
         self.vae = isinstance(model, TiTok) and model.config.quantizer == "vae"
         perceptual = build_perceptual(
             losses.lpips_weight,
@@ -107,6 +131,8 @@ class PixelObjective:
                 self._pairs.append((images, recon.detach()))
         if self.usage is not None and out.quantizer is not None:
             self.usage.add(out.quantizer.codes)
+        if self.maintenance is not None:
+            self.maintenance.observe(out.quantizer)
         return {"loss": total, **terms}
 
     def after_step(self, step: int) -> dict[str, float]:
@@ -114,6 +140,8 @@ class PixelObjective:
             self.usage.flush(self.rt)
         values = self.adversary.step(self._pairs, step) if self.adversary is not None else {}
         self._pairs.clear()
+        if self.maintenance is not None:
+            values.update(self.maintenance.step(self.rt.accelerator.gather))
         return values
 
     def window(self) -> dict[str, float]:
@@ -126,6 +154,7 @@ class PixelObjective:
         return {
             "adversary": self.adversary.state_dict() if self.adversary is not None else None,
             "codes": self.usage.window if self.usage is not None else None,
+            "codebook": self.maintenance.state_dict() if self.maintenance is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -137,6 +166,18 @@ class PixelObjective:
             logger.warning("gan.weight is 0 now: the checkpoint's discriminator is not used")
         if self.usage is not None:
             self.usage.window.copy_(state["codes"])
+        _load_maintenance(self.maintenance, state)
+
+
+def _load_maintenance(maintenance: CodebookMaintenance | None, state: dict[str, Any]) -> None:
+    saved = state.get("codebook")
+    if maintenance is not None and saved is None:
+        logger.warning("the checkpoint holds no codebook-maintenance state: the codebook remedies start now")
+        maintenance.initialised = True  # a k-means initialisation would overwrite the trained codebook
+    elif maintenance is not None:
+        maintenance.load_state_dict(saved)
+    elif saved is not None:
+        logger.warning("the codebook remedies are off now: the checkpoint's codebook-maintenance state is not used")
 
 
 class ProxyObjective:
@@ -144,10 +185,19 @@ class ProxyObjective:
     computed on the fly from the batch's images, in float32 under ``no_grad``. ``teacher`` may be None when every
     batch brings its codes and no previews are drawn."""
 
-    def __init__(self, rt: Runtime, model: TiTok, teacher: MaskGITVQGAN | None, quantizer_weight: float) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        model: TiTok,
+        teacher: MaskGITVQGAN | None,
+        quantizer_weight: float,
+        codebook: CodebookConfig | None = None,
+        seed: int = 0,
+    ) -> None:
         self.rt, self.teacher, self.quantizer_weight = rt, teacher, quantizer_weight
         self.generators: dict[str, torch.Generator] = {}
         self.usage = CodeUsage(model.config.codebook_size, rt.device)
+        self.maintenance = codebook_maintenance(rt, model, codebook, seed)
 
     @torch.no_grad()
     def teacher_codes(self, images: torch.Tensor) -> torch.Tensor:
@@ -163,11 +213,13 @@ class ProxyObjective:
             ce, accuracy = proxy_code_loss(out.decoded, codes)
             total = ce + self.quantizer_weight * out.quantizer.loss
         self.usage.add(out.quantizer.codes)
+        if self.maintenance is not None:
+            self.maintenance.observe(out.quantizer)
         return {"loss": total, "proxy_ce": ce, "proxy_accuracy": accuracy, "quantizer": out.quantizer.loss}
 
     def after_step(self, step: int) -> dict[str, float]:
         self.usage.flush(self.rt)
-        return {}
+        return self.maintenance.step(self.rt.accelerator.gather) if self.maintenance is not None else {}
 
     def window(self) -> dict[str, float]:
         return self.usage.stats()
@@ -177,7 +229,11 @@ class ProxyObjective:
         return self.teacher.detokenize(model.proxy_logits(_latents(model, images)).argmax(-1))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"codes": self.usage.window}
+        return {
+            "codes": self.usage.window,
+            "codebook": self.maintenance.state_dict() if self.maintenance is not None else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.usage.window.copy_(state["codes"])
+        _load_maintenance(self.maintenance, state)

@@ -25,8 +25,10 @@ from titok.data.build import DataConfig, build_dataset, first_images
 from titok.data.tokens import WithCachedCodes
 from titok.models import MaskGITVQGAN, TiTok, TiTokConfig, build_model
 from titok.models.tokenizer import check_proxy_teacher, two_stage_from
+from titok.train.codebook import CodebookConfig
 from titok.train.config import OptimConfig, RunConfig, model_section
 from titok.train.gan import GANConfig
+from titok.train.heldout import HeldOutConfig
 from titok.train.loop import PreviewConfig, fit, seeded
 from titok.train.objectives import LossConfig, PixelObjective, ProxyObjective
 from titok.train.runtime import Runtime, start
@@ -53,9 +55,11 @@ class Stage1Recipe(Config):
     model: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     losses: ProxyLossConfig = field(default_factory=ProxyLossConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
     optim: OptimConfig = field(default_factory=lambda: adamw(10_000, betas=(0.9, 0.99)))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    heldout: HeldOutConfig = field(default_factory=HeldOutConfig)
 
     def __post_init__(self) -> None:
         if not self.teacher:
@@ -86,6 +90,7 @@ class Stage2Recipe(Config):
     optim: OptimConfig = field(default_factory=lambda: adamw(5_000))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    heldout: HeldOutConfig = field(default_factory=HeldOutConfig)
 
     def __post_init__(self) -> None:
         if not self.init:
@@ -105,9 +110,11 @@ class SingleStageRecipe(Config):
     data: DataConfig = field(default_factory=DataConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     gan: GANConfig = field(default_factory=lambda: GANConfig(optim=adamw(10_000)))
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
     optim: OptimConfig = field(default_factory=lambda: adamw(10_000))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    heldout: HeldOutConfig = field(default_factory=HeldOutConfig)
 
     def model_config(self) -> TiTokConfig:
         cfg = model_section(self.model, TiTokConfig)
@@ -134,7 +141,9 @@ def train_stage1(recipe: Stage1Recipe, resume: bool | str = False) -> Path:
     rt = start(recipe.train, recipe.to_dict(), resume)
     data = _stage1_data(recipe, config, teacher)
     model = seeded(lambda: build_model(config), recipe.train.seed, rt.device)
-    objective = ProxyObjective(rt, model, teacher.to(rt.device), recipe.losses.quantizer_weight)
+    objective = ProxyObjective(
+        rt, model, teacher.to(rt.device), recipe.losses.quantizer_weight, recipe.codebook, recipe.train.seed
+    )
     return fit(rt, recipe, model, objective, data, previews=_previews(rt, recipe, config.image_size))
 
 
@@ -198,7 +207,8 @@ def train_single_stage(recipe: SingleStageRecipe, resume: bool | str = False) ->
 
 def fit_pixels(rt: Runtime, recipe: Any, model: Any, frozen: tuple[str, ...] = ()) -> Path:
     """The pixel recipes' common part (also ``vqgan``'s)."""
-    objective = PixelObjective(rt, model, recipe.losses, recipe.gan, recipe.train.seed)
+    codebook = getattr(recipe, "codebook", None)  # stage 2 freezes the quantizer: no remedies
+    objective = PixelObjective(rt, model, recipe.losses, recipe.gan, recipe.train.seed, codebook)
     data = build_dataset(recipe.data, model.image_size, seed=recipe.train.seed)
     return fit(rt, recipe, model, objective, data, frozen=frozen, previews=_previews(rt, recipe, model.image_size))
 

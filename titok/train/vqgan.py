@@ -19,8 +19,10 @@ from typing import Any, Literal
 from titok.config import Config
 from titok.data.build import DataConfig
 from titok.models import VQGANConfig, build_model
+from titok.train.codebook import CodebookConfig
 from titok.train.config import OptimConfig, RunConfig, model_section
 from titok.train.gan import GANConfig
+from titok.train.heldout import HeldOutConfig
 from titok.train.loop import PreviewConfig, seeded
 from titok.train.objectives import LossConfig
 from titok.train.runtime import start
@@ -34,9 +36,11 @@ class VQGANRecipe(Config):
     data: DataConfig = field(default_factory=DataConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     gan: GANConfig = field(default_factory=lambda: GANConfig(optim=adamw(10_000)))
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
     optim: OptimConfig = field(default_factory=lambda: adamw(10_000))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    heldout: HeldOutConfig = field(default_factory=HeldOutConfig)
 
     def model_config(self) -> VQGANConfig:
         return model_section(self.model, VQGANConfig)  # type: ignore[return-value]
