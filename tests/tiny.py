@@ -34,6 +34,7 @@ TINY_CONFIGS = {
         pixel_decoder=TINY_VQGAN.replace(channel_mult=(1, 1, 1, 2)),
     ),
     "titok_vae": tiny_titok(quantizer="vae"),
+    "titok_fsq": tiny_titok(quantizer="fsq", fsq_levels=(4, 3, 2), token_dim=3, codebook_size=24),
     "titok_2d": tiny_titok(layout="2d", num_tokens=16),
     "vqgan": TINY_VQGAN,
     "bert": GeneratorConfig(

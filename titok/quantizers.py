@@ -87,11 +87,12 @@ class VectorQuantizer(nn.Module):
 
 
 class FiniteScalarQuantizer(nn.Module):
-    """FSQ: channel ``d`` of a latent is squashed into ``levels[d]`` evenly spaced values in [-1, 1] and rounded
-    (straight-through); the code is ``sum_d digit_d * prod(levels[:d])``. No parameters, no loss.
+    """FSQ: channel ``d`` of a latent is squashed by ``tanh`` and rounded to one of ``levels[d]`` evenly spaced
+    values in [-1, 1] (straight-through); the code is ``sum_d digit_d * prod(levels[:d])``. No parameters, no loss.
 
-    The squashing is the paper's: ``tanh(z + shift) * half - offset`` with ``half = (L - 1) / 2 * (1 + 1e-3)`` and,
-    for even ``L``, an offset of 1/2 and a shift that keeps 0 on a rounding boundary, so every level is reachable.
+    The squashing is symmetric for every ``L``: ``y = tanh(z) * L / 2`` is cut into ``L`` bins of width 1, so each
+    level covers an equal share of ``tanh``'s range and ``z = 0`` lies at the centre. (The paper's ``tanh(z + shift)``
+    form shifts even ``L`` off-centre; with ``L = 2`` one level then needs ``z < -3.8``.)
     """
 
     def __init__(self, levels: Sequence[int]) -> None:
@@ -104,40 +105,32 @@ class FiniteScalarQuantizer(nn.Module):
         self.dim = len(levels)
         self.basis = [math.prod(levels[:i]) for i in range(len(levels))]
 
-    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(levels float, half-widths L // 2 float, basis int64), each (D,), on ``device``."""
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(levels as float32, basis as int64), each (D,), on ``device``."""
         levels = torch.tensor(self.levels, dtype=torch.float32, device=device)
-        basis = torch.tensor(self.basis, dtype=torch.int64, device=device)
-        return levels, torch.div(levels, 2, rounding_mode="floor"), basis
-
-    @staticmethod
-    def _bound(z: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        half = (levels - 1) * (1 + 1e-3) / 2
-        offset = (levels % 2 == 0).float() / 2
-        shift = torch.atanh(offset / half)
-        return torch.tanh(z + shift) * half - offset
+        return levels, torch.tensor(self.basis, dtype=torch.int64, device=device)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantize latents ``z`` (B, N, D); ``quantized`` lies on the grid in [-1, 1]^D."""
         if z.shape[-1] != self.dim:
             raise ValueError(f"FSQ with {self.dim} levels quantizes {self.dim}-d latents, got {z.shape[-1]}-d")
-        levels, width, basis = self._constants(z.device)
+        levels, basis = self._constants(z.device)
         with torch.autocast(z.device.type, enabled=False):
             raw = z.detach().float()
-            bounded = self._bound(z.float(), levels)
-            rounded = bounded + (bounded.round() - bounded).detach()  # integers in [-(L // 2), (L - 1) // 2]
-            quantized = rounded / width
-            digits = (rounded.detach() + width).round().long()  # in [0, L)
-            codes = (digits * basis).sum(-1)
+            y = torch.tanh(z.float()) * levels / 2  # in (-L/2, L/2)
+            digits = torch.minimum((y.detach() + levels / 2).floor(), levels - 1)  # in [0, L)
+            grid = (2 * digits - (levels - 1)) / (levels - 1)  # the digit's value in [-1, 1]
+            quantized = y / ((levels - 1) / 2) + (grid - y / ((levels - 1) / 2)).detach()
+            codes = (digits.long() * basis).sum(-1)
         zero = quantized.new_zeros(())
         return QuantizerOutput(quantized, codes, zero, zero, zero, raw)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, N) int64 -> grid points (B, N, D) in float32, in [-1, 1]."""
         check_codes(codes, self.codebook_size)
-        levels, width, basis = self._constants(codes.device)
+        levels, basis = self._constants(codes.device)
         digits = torch.div(codes.long()[..., None], basis, rounding_mode="floor") % levels.long()
-        return (digits - width) / width
+        return (2 * digits - (levels - 1)) / (levels - 1)
 
     def codebook(self) -> torch.Tensor:
         """All (K, D) grid points, in code order."""

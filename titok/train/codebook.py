@@ -5,9 +5,9 @@ gradient and stay dead, and the tokenizer works with a few dozen codes. The reci
 any of these (they act between optimizer steps, on the features of the step's batch gathered from every process, so
 every process makes the same change and the weights stay in sync):
 
-- ``kmeans_init``: before the first update the codebook becomes the k-means centres (``kmeans_iters`` Lloyd
-  iterations, spherical for l2-normalised codebooks) of the first batch's encoder outputs (vector-quantize-pytorch's
-  ``kmeans_init``; SoundStream).
+- ``kmeans_init``: before the first update the codebook becomes the k-means centres (k-means++ seeds, then
+  ``kmeans_iters`` Lloyd iterations, spherical for l2-normalised codebooks) of the first batch's encoder outputs
+  (vector-quantize-pytorch's ``kmeans_init``; SoundStream).
 - ``clustering``: the reference's ``clustering_vq`` (CVQ-VAE, Zheng & Vedaldi 2023): a running usage estimate per
   code (``usage <- decay * usage + (1 - decay) * batch frequency``) and, for every code, the batch feature nearest to
   it; each code moves towards that feature by ``alpha = exp(-usage * K * 10 / (1 - decay) - 1e-3)``, so codes in use
@@ -66,13 +66,11 @@ def pairwise_distances(features: torch.Tensor, codebook: torch.Tensor) -> torch.
 def kmeans(
     features: torch.Tensor, k: int, iters: int, generator: torch.Generator, spherical: bool = False
 ) -> torch.Tensor:
-    """``k`` centres (k, D) of ``features`` (M, D) by Lloyd's algorithm from ``k`` distinct random features (drawn
-    with replacement when M < k). ``spherical``: features and centres on the unit sphere (cosine k-means). An empty
-    cluster keeps its previous centre."""
+    """``k`` centres (k, D) of ``features`` (M, D): k-means++ seeding, then Lloyd's algorithm. ``spherical``: features
+    and centres on the unit sphere (cosine k-means). With fewer distinct features than ``k``, some centres repeat;
+    an empty cluster keeps its previous centre."""
     x = F.normalize(features, dim=-1) if spherical else features
-    m = x.shape[0]
-    pick = torch.randperm(m, generator=generator)[:k] if m >= k else torch.randint(m, (k,), generator=generator)
-    centres = x[pick.to(x.device)].clone()
+    centres = _kmeans_pp(x, k, generator)
     for _ in range(iters):
         assign = pairwise_distances(x, centres).argmin(-1)  # (M,)
         sums = torch.zeros_like(centres).index_add_(0, assign, x)
@@ -82,6 +80,18 @@ def kmeans(
             updated = F.normalize(updated, dim=-1)
         centres = torch.where(counts > 0, updated, centres)
     return centres
+
+
+def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeds: each next centre drawn with probability proportional to its squared distance to the nearest
+    centre so far (uniformly once every feature is a centre)."""
+    picks = [int(torch.randint(len(x), (1,), generator=generator))]
+    nearest = pairwise_distances(x, x[picks[0]][None]).squeeze(-1).clamp(min=0)
+    for _ in range(k - 1):
+        weights = nearest if float(nearest.sum()) > 0 else torch.ones_like(nearest)
+        picks.append(int(torch.multinomial(weights.cpu().double(), 1, generator=generator)))
+        nearest = torch.minimum(nearest, pairwise_distances(x, x[picks[-1]][None]).squeeze(-1).clamp(min=0))
+    return x[torch.tensor(picks, device=x.device)].clone()
 
 
 class CodebookMaintenance:

@@ -144,12 +144,12 @@ def fit(
             bar.set_postfix(loss=f"{logged['loss']:.4f}", img_s=f"{logged['images_per_s']:.1f}")
         bar.update()
         if rt.due(step, run.save_every):
+            if heldout is not None:  # logged before the checkpoint: a resume from it never lacks its scores
+                _score_heldout(rt, heldout, ema.model if ema else rt.unwrap(model), step)
             state = {"model": rt.unwrap(model).state_dict(), "optimizer": optimizer.state_dict()}
             state.update(ema=ema.state_dict() if ema else None, objective=objective.state_dict())
             state.update(skipped_images=skipped, recipe=recipe.to_dict())
             rt.save(step, state, objective.generators)
-            if heldout is not None:
-                _score_heldout(rt, heldout, ema.model if ema else rt.unwrap(model), step)
         if previews is not None and rt.is_main and rt.due(step, run.preview_every):
             _preview(rt, objective, ema.model if ema else rt.unwrap(model), previews, step)
     bar.close()
@@ -169,7 +169,8 @@ def _heldout(rt: Runtime, recipe: Config, model: nn.Module) -> HeldOut | None:
 
 def _score_heldout(rt: Runtime, heldout: HeldOut, model: nn.Module, step: int) -> None:
     """Score ``model`` on the held-out images (every process takes part), log and plot the curves."""
-    values = heldout.scores(model)
+    with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []):
+        values = heldout.scores(model)  # the run's random state is left as it was
     rt.metrics.log(step, values)
     if rt.is_main:
         logger.info(
