@@ -43,15 +43,25 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
                 "randomize_temperature": 1.0}  # fmt: skip
     shipped = {"gfd": 1.234, "is": 4.5, "samples": 10000, "tokenizer": stages["two_stage"], "bytes": 13e6,
                "generator_params": 1.9e6, "sampling": sampling}  # fmt: skip
+    curve = [{"step": s, "rfd": 9.0 / s, "psnr": 15 + s / 500, "usage": 0.5, "perplexity": 100.0} for s in (500, 1000)]
+    remedies = {
+        "vq": {**_recon(32, 5.0), "usage": 0.1, "overrides": "", "curve": curve, "steps": 2000},
+        "vq_clustering": {**_recon(32, 2.0), "usage": 0.95, "overrides": "codebook.clustering=true", "curve": curve,
+                          "steps": 2000},
+    }  # fmt: skip
     everything = {"recon": recon, "stages": stages, "gen": gen, "speed": speed, "shipped": shipped}
+    everything["remedies"] = remedies
     results.write_text(json.dumps(everything))
     doc = tmp_path / "doc.md"
     fm.main(["report", "--results", str(results), "--doc", str(doc)])
     text = doc.read_text()
-    for png in ("tokens", "twin", "stages", "generation"):
+    for png in ("tokens", "twin", "stages", "generation", "remedies"):
         assert (tmp_path / "doc" / f"{png}.png").stat().st_size > 5000
         assert f"(doc/{png}.png)" in text
     assert "The single-stage tokenizer is better by rFD-fmnist (2.900 two-stage, 1.500 single-stage) and" in text
+    assert "The best by rFD-fmnist is `vq_clustering` (2.000, against 5.000 for the recipe as it was)." in text
+    assert "Codebook usage reaches 0.9 with: `vq_clustering`." in text
+    assert "| vq_clustering | codebook.clustering=true | 1.50M | 32 | 2.000 |" in text
     assert "This does not reproduce the paper's finding." in text  # single-stage won in these numbers
     assert "falls with every doubling of the tokens (4: 2.500, 8: 1.250" in text
     assert "at 16 tokens it falls with model size (XS, S, M): reproduced" in text
