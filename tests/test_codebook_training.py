@@ -234,3 +234,33 @@ def test_two_processes_apply_the_same_codebook_updates(tmp_path):
     w0, w1 = (torch.load(tmp_path / "d_run" / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert metrics(tmp_path / "d_run")[0]["codebook_kmeans_init"] == 2 * 4 * 4  # both processes' features
+
+
+# ------------------------------------------------------------------------------------ classifier perceptual term
+
+
+def test_classifier_feature_loss_is_zero_on_equal_images_and_pulls_towards_the_target():
+    from titok.losses.features import ClassifierFeatureLoss
+    from titok.metrics.fmnist import WEIGHTS
+
+    loss = ClassifierFeatureLoss(WEIGHTS)
+    g = torch.Generator().manual_seed(0)
+    targets = torch.rand(4, 3, 32, 32, generator=g)
+    assert float(loss(targets, targets)) == pytest.approx(0.0, abs=1e-6)
+    images = torch.rand(4, 3, 32, 32, generator=g).requires_grad_(True)
+    value = loss(images, targets)
+    assert value.ndim == 0 and float(value) > 0.01
+    value.backward()
+    with torch.no_grad():
+        stepped = images - 0.05 * images.grad / images.grad.abs().max()
+    assert float(loss(stepped, targets)) < float(value)
+    assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_classifier_feature_loss_names_what_is_missing(tmp_path):
+    from titok.losses.perceptual import build_perceptual
+
+    with pytest.raises(ValueError, match=r"needs losses\.fmnist_feature_network"):
+        build_perceptual(0.0, 0.0, fmnist_feature_weight=1.0)
+    with pytest.raises(FileNotFoundError, match=r"python -m titok.metrics.fmnist --seed 1 -o .*nope.safetensors"):
+        build_perceptual(0.0, 0.0, fmnist_feature_weight=1.0, fmnist_feature_network=str(tmp_path / "nope.safetensors"))

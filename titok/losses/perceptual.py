@@ -145,11 +145,17 @@ class PerceptualLoss(nn.Module):
     """
 
     def __init__(
-        self, lpips: nn.Module | None, lpips_weight: float, convnext: nn.Module | None, convnext_weight: float
+        self,
+        lpips: nn.Module | None,
+        lpips_weight: float,
+        convnext: nn.Module | None,
+        convnext_weight: float,
+        features: nn.Module | None = None,
+        features_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        self.lpips, self.convnext = lpips, convnext
-        self.lpips_weight, self.convnext_weight = lpips_weight, convnext_weight
+        self.lpips, self.convnext, self.features = lpips, convnext, features
+        self.lpips_weight, self.convnext_weight, self.features_weight = lpips_weight, convnext_weight, features_weight
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         total = images.new_zeros((), dtype=torch.float32)
@@ -157,6 +163,8 @@ class PerceptualLoss(nn.Module):
             total = total + self.lpips_weight * self.lpips(images, targets).mean()
         if self.convnext is not None:
             total = total + self.convnext_weight * self.convnext(images, targets)
+        if self.features is not None:
+            total = total + self.features_weight * self.features(images, targets)
         return total
 
 
@@ -167,13 +175,25 @@ def build_perceptual(
     lpips_vgg_weights: str | None = None,
     lpips_heads: str | None = None,
     convnext_weights: str | None = None,
+    fmnist_feature_weight: float = 0.0,
+    fmnist_feature_network: str | None = None,
 ) -> PerceptualLoss | None:
-    """The perceptual loss with these weights, its networks read from local files (see the module docstring);
-    ``None`` when both weights are 0 (the loss is off)."""
-    if lpips_weight < 0 or convnext_weight < 0:
-        raise ValueError(f"perceptual weights must be >= 0, got lpips {lpips_weight}, convnext {convnext_weight}")
-    if lpips_weight == 0 and convnext_weight == 0:
+    """The perceptual loss with these weights, its networks read from local files (see the module docstring and
+    :mod:`titok.losses.features`); ``None`` when every weight is 0 (the loss is off)."""
+    if min(lpips_weight, convnext_weight, fmnist_feature_weight) < 0:
+        raise ValueError(
+            f"perceptual weights must be >= 0, got lpips {lpips_weight}, convnext {convnext_weight}, "
+            f"fmnist_feature {fmnist_feature_weight}"
+        )
+    if lpips_weight == 0 and convnext_weight == 0 and fmnist_feature_weight == 0:
         return None
     lpips = LPIPS(lpips_vgg_weights, lpips_heads) if lpips_weight > 0 else None
     convnext = LogitMSE(convnext_small(convnext_weights)) if convnext_weight > 0 else None
-    return PerceptualLoss(lpips, lpips_weight, convnext, convnext_weight)
+    features = None
+    if fmnist_feature_weight > 0:
+        from titok.losses.features import ClassifierFeatureLoss
+
+        if not fmnist_feature_network:
+            raise ValueError("losses.fmnist_feature_weight > 0 needs losses.fmnist_feature_network (a weights file)")
+        features = ClassifierFeatureLoss(fmnist_feature_network)
+    return PerceptualLoss(lpips, lpips_weight, convnext, convnext_weight, features, fmnist_feature_weight)

@@ -54,9 +54,12 @@ class LossConfig(Config):
     lpips_vgg_weights: str | None = None  # torchvision's vgg16-397923af.pth
     lpips_heads: str | None = None  # LPIPS v0.1 linear heads; default: the copy inside the lpips package
     convnext_weights: str | None = None  # torchvision's convnext_small-0c510722.pth
+    fmnist_feature_weight: float = 0.0  # LPIPS-style distance in a Fashion-MNIST classifier's activations
+    fmnist_feature_network: str | None = None  # its weights (python -m titok.metrics.fmnist --seed 1 -o FILE)
 
     def __post_init__(self) -> None:
-        for name in ("reconstruction_weight", "lpips_weight", "convnext_weight", "quantizer_weight", "kl_weight"):
+        weights = ("reconstruction_weight", "lpips_weight", "convnext_weight", "fmnist_feature_weight")
+        for name in (*weights, "quantizer_weight", "kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -101,6 +104,8 @@ class PixelObjective:
             lpips_vgg_weights=losses.lpips_vgg_weights,
             lpips_heads=losses.lpips_heads,
             convnext_weights=losses.convnext_weights,
+            fmnist_feature_weight=losses.fmnist_feature_weight,
+            fmnist_feature_network=losses.fmnist_feature_network,
         )
         self.perceptual = perceptual.to(rt.device) if perceptual is not None else None
         self.adversary = Adversary(rt, gan, seed + 1) if gan.weight > 0 else None
