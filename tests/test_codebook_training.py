@@ -194,12 +194,13 @@ def test_remedies_need_a_learned_codebook(tmp_path):
 REMEDIES = {"clustering": True, "kmeans_init": True, "restart_after": 2}
 
 
-def test_a_run_with_every_remedy_resumes_exactly_and_scores_held_out_data(tmp_path):
+def test_a_run_with_every_remedy_and_ordered_tokens_resumes_exactly_and_scores_held_out_data(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sections = dict(
-        model={**TITOK, "l2_norm": True},
+        model={**TITOK, "l2_norm": True, "ordered": True, "tail": "learned"},  # ordered tokens: their draws resume too
         losses=NO_PERCEPTUAL,
         codebook=REMEDIES,
+        ordering={"per": "image", "lengths": "pow2"},
         heldout={"source": "fashion-mnist:test", "num": 20, "extractor": "fmnist", "batch_size": 8},
         train={"max_steps": 12, "save_every": 4, "batch_size": 4, "preview_every": 0},
     )

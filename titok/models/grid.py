@@ -50,7 +50,9 @@ class GridDecoder(nn.Module):
         self.blocks = BlockStack(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
         self.norm_post = nn.LayerNorm(w)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        if keep is not None:
+            raise ValueError("a 2-D tokenizer decodes all of its tokens: it takes no kept lengths")
         x = self.norm_pre(self.embed(latents) + self.pos_embed)
         x = self.blocks(x)
         return self.norm_post(x)

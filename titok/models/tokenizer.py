@@ -11,6 +11,7 @@ Heads:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,6 +66,10 @@ class TiTokConfig(Config):
     pixel_decoder: VQGANConfig | None = None
     legacy_token_order: bool = False
     layout: Literal["1d", "2d"] = "1d"  # "2d": the 2-D twin, one token per patch (see titok.models.grid)
+    # Any prefix of the tokens decodes (see TiTokDecoder): "cut" reads only the kept tokens; "learned" puts a learned
+    # token in place of each dropped one. ``ordered``: trained with tail drops, so prefixes are coarse-to-fine.
+    tail: Literal["cut", "learned"] = "cut"
+    ordered: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -97,6 +102,8 @@ class TiTokConfig(Config):
                 )
         elif self.fsq_levels:
             raise ValueError(f"fsq_levels {list(self.fsq_levels)} are for quantizer 'fsq', not {self.quantizer!r}")
+        if self.layout == "2d" and (self.ordered or self.tail != "cut"):
+            raise ValueError("a 2-D tokenizer's tokens are patches, not an ordered sequence: ordered/tail are 1-D only")
         if self.quantizer == "vae" and self.head == "vqgan":
             raise ValueError("a continuous (vae) tokenizer cannot use the 'vqgan' head")
 
@@ -148,7 +155,12 @@ class TiTokEncoder(nn.Module):
 
 
 class TiTokDecoder(nn.Module):
-    """Latents (B, N, token_dim) -> mask-token features (B, G, width), one per patch in raster order."""
+    """Latents (B, N, token_dim) -> mask-token features (B, G, width), one per patch in raster order.
+
+    A prefix of the latents decodes too: ``latents`` (B, k, D) with k <= N, or all N with ``keep`` (B,) giving each
+    image's kept length. Tail ``"cut"``: the decoder reads only the kept tokens (one k for the whole batch);
+    ``"learned"``: each dropped token is replaced by a learned one (its position embedding added), per image.
+    """
 
     def __init__(self, cfg: TiTokConfig) -> None:
         super().__init__()
@@ -159,18 +171,33 @@ class TiTokDecoder(nn.Module):
         self.pos_embed = nn.Parameter(scale * torch.randn(cfg.grid_size**2 + 1, w))
         self.mask_token = nn.Parameter(scale * torch.randn(w))
         self.latent_pos_embed = nn.Parameter(scale * torch.randn(cfg.num_tokens, w))
+        self.tail_token = nn.Parameter(scale * torch.randn(w)) if cfg.tail == "learned" else None
         self.norm_pre = nn.LayerNorm(w)
         self.blocks = BlockStack(Block(w, vit.num_heads, vit.mlp_dim) for _ in range(vit.depth))
         self.norm_post = nn.LayerNorm(w)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        b = latents.shape[0]
-        g = self.pos_embed.shape[0] - 1
-        z = self.embed(latents) + self.latent_pos_embed  # (B, N, W)
+    def forward(self, latents: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        b, g = latents.shape[0], self.pos_embed.shape[0] - 1
+        z = self._tokens(latents, keep)  # (B, k or N, W)
         queries = torch.cat([self.class_token[None], self.mask_token.expand(g, -1)]) + self.pos_embed  # (G+1, W)
         x = self.norm_pre(torch.cat([queries.expand(b, -1, -1), z], dim=1))  # [class | masks | latents]
         x = self.blocks(x)
         return self.norm_post(x[:, 1 : g + 1])
+
+    def _tokens(self, latents: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        b, k = latents.shape[:2]
+        n = self.latent_pos_embed.shape[0]
+        z = self.embed(latents)
+        if self.tail_token is None:
+            if keep is not None:
+                raise ValueError("a per-image number of tokens needs tail='learned'; tail 'cut' decodes one k a batch")
+            return z + self.latent_pos_embed[:k]
+        if k < n:  # the dropped tail, as learned tokens
+            z = torch.cat([z, self.tail_token.to(z.dtype).expand(b, n - k, -1)], dim=1)
+        if keep is not None:
+            kept = torch.arange(n, device=z.device) < keep.to(z.device)[:, None]  # (B, N)
+            z = torch.where(kept[..., None], z, self.tail_token.to(z.dtype))
+        return z + self.latent_pos_embed
 
 
 class ProxyCodeHead(nn.Module):
@@ -263,11 +290,20 @@ class TiTok(ImageTokenizer):
     def codebook_size(self) -> int | None:
         return self.config.codebook_size if self.quantizer is not None else None
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor | DiagonalGaussian:
-        """Images (B, 3, S, S) in [0, 1] -> latents (B, N, D) before quantization; for a VAE the posterior."""
+    def encode(self, images: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor | DiagonalGaussian:
+        """Images (B, 3, S, S) in [0, 1] -> latents (B, N, D) before quantization; for a VAE the posterior.
+        ``num_tokens``: the first k tokens only, (B, k, D)."""
         self.check_images(images)
         z = self.encoder(images.to(self.dtype))
+        if num_tokens is not None:
+            z = z[:, : self.check_prefix(num_tokens)]
         return DiagonalGaussian(z) if self.config.quantizer == "vae" else z
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
+        """Images (B, 3, S, S) float in [0, 1] -> codes (B, N) int64, or the first ``num_tokens`` (B, k)."""
+        codes = super().tokenize(images)
+        return codes if num_tokens is None else codes[:, : self.check_prefix(num_tokens)]
 
     def quantize(self, latents: torch.Tensor) -> QuantizerOutput:
         """Latents (B, N, D) -> codes, quantized latents and the VQ losses."""
@@ -275,45 +311,77 @@ class TiTok(ImageTokenizer):
             raise ValueError("this tokenizer is continuous (quantizer 'vae'): it has no codes; use encode()")
         return self.quantizer(latents)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (B, N, D) -> images (B, 3, S, S), raw decoder output (not clamped)."""
+    def decode(self, latents: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (B, k, D), k <= N (a prefix of the tokens) -> images (B, 3, S, S), raw decoder output (not
+        clamped). ``keep`` (B,): each image's kept length (tail ``learned`` only)."""
         if self.config.head == "proxy":
             raise ValueError(
                 "this stage-1 tokenizer predicts proxy codes of a 2-D VQGAN, not pixels: use proxy_logits(), "
                 "and decode their argmax with the VQGAN teacher"
             )
-        return self.head(self.decoder(self._check_latents(latents)))
+        return self.head(self.decoder(self._check_latents(latents), keep))
 
-    def proxy_logits(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (B, N, D) -> logits (B, G, K) over the proxy VQGAN's codes, patches in raster order."""
+    def proxy_logits(self, latents: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (B, k, D), k <= N -> logits (B, G, K) over the proxy VQGAN's codes, patches in raster order."""
         head = getattr(self.head, "proxy", self.head)
         if not isinstance(head, ProxyCodeHead):
             raise ValueError("this tokenizer's decoder predicts pixels directly; it has no proxy-code logits")
-        return head(self.decoder(self._check_latents(latents)))
+        return head(self.decoder(self._check_latents(latents), keep))
 
     @torch.no_grad()
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (B, N) int64 -> images (B, 3, S, S), raw decoder output (clamping is the caller's)."""
+        """Codes (B, k) int64, k <= N (a prefix) -> images (B, 3, S, S), raw decoder output (clamping is the
+        caller's)."""
         if self.quantizer is None:
             raise ValueError("this tokenizer is continuous (quantizer 'vae'): decode latents with decode()")
         codes = codes.to(self.device)
-        if codes.ndim != 2 or codes.shape[1] != self.num_tokens:
-            raise ValueError(f"codes must have shape (B, {self.num_tokens}), got {tuple(codes.shape)}")
+        if codes.ndim != 2 or not 1 <= codes.shape[1] <= self.num_tokens:
+            raise ValueError(f"codes must have shape (B, k) with 1 <= k <= {self.num_tokens}, got {tuple(codes.shape)}")
         return self.decode(self.quantizer.embed(codes))
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> TiTokOutput:
-        """Encode, quantize (or sample the posterior with ``generator``) and decode, for training."""
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, keep: torch.Tensor | None = None
+    ) -> TiTokOutput:
+        """Encode, quantize (or sample the posterior with ``generator``) and decode, for training. ``keep`` (B,):
+        decode only each image's first ``keep[i]`` tokens (training ordered tokens by tail drop); with tail
+        ``cut`` every entry must be equal."""
         encoded = self.encode(images)
         if isinstance(encoded, DiagonalGaussian):
             latents = encoded.sample(generator)
-            return TiTokOutput(self.head(self.decoder(latents.to(self.dtype))), latents, posterior=encoded)
+            return TiTokOutput(self._decode_kept(latents, keep), latents, posterior=encoded)
         q = self.quantize(encoded)
-        return TiTokOutput(self.head(self.decoder(q.quantized.to(self.dtype))), q.quantized, quantizer=q)
+        return TiTokOutput(self._decode_kept(q.quantized, keep), q.quantized, quantizer=q)
+
+    def _decode_kept(self, latents: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        latents = latents.to(self.dtype)
+        if keep is not None and self.config.tail == "cut":
+            k = int(keep[0])
+            if not bool((keep == k).all()):
+                raise ValueError("tail 'cut' drops one number of tokens per batch; per-image drops need 'learned'")
+            latents, keep = latents[:, :k], None
+        return self.head(self.decoder(latents, keep))
+
+    def check_prefix(self, k: int) -> int:
+        """``k`` if 1 <= k <= N (a ValueError otherwise); warns once when this model was not trained for prefixes."""
+        n = self.num_tokens
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise ValueError(f"num_tokens must be an integer in [1, {n}], got {k!r}")
+        if k < n and not self.config.ordered:
+            warnings.warn(
+                f"this tokenizer was not trained with tail drops (ordered=false): {k} of its {n} tokens may decode "
+                "poorly",
+                stacklevel=3,
+            )
+        return k
 
     def _check_latents(self, latents: torch.Tensor) -> torch.Tensor:
         n, d = self.num_tokens, self.config.token_dim
-        if latents.ndim != 3 or tuple(latents.shape[1:]) != (n, d):
-            raise ValueError(f"latents must have shape (B, {n}, {d}), got {tuple(latents.shape)}")
+        if latents.ndim != 3 or latents.shape[2] != d or not 1 <= latents.shape[1] <= n:
+            raise ValueError(f"latents must have shape (B, k, {d}) with 1 <= k <= {n}, got {tuple(latents.shape)}")
+        if latents.shape[1] < n:
+            if self.config.layout == "2d":
+                raise ValueError(f"a 2-D tokenizer decodes all {n} of its tokens, got {latents.shape[1]}")
+            self.check_prefix(latents.shape[1])
         return latents.to(self.device, self.dtype)
 
 

@@ -32,6 +32,7 @@ from titok.quantizers import DiagonalGaussian, VectorQuantizer
 from titok.train.codebook import CodebookConfig, CodebookMaintenance
 from titok.train.gan import Adversary, GANConfig
 from titok.train.loop import CodeUsage, full_precision
+from titok.train.ordering import OrderingConfig, draw_lengths
 from titok.train.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -94,9 +95,11 @@ class PixelObjective:
         gan: GANConfig,
         seed: int,
         codebook: CodebookConfig | None = None,
+        ordering: OrderingConfig | None = None,
     ):
         self.rt, self.losses = rt, losses
         self.maintenance = codebook_maintenance(rt, model, codebook, seed)
+        self.ordering = ordering if ordering is not None and ordering.per != "off" else None
         self.vae = isinstance(model, TiTok) and model.config.quantizer == "vae"
         perceptual = build_perceptual(
             losses.lpips_weight,
@@ -111,11 +114,16 @@ class PixelObjective:
         self.adversary = Adversary(rt, gan, seed + 1) if gan.weight > 0 else None
         self.usage = CodeUsage(model.codebook_size, rt.device) if model.codebook_size else None
         self.generators = {"posterior": torch.Generator(rt.device).manual_seed(seed + 7919 * (rt.rank + 1))}
+        if self.ordering is not None:
+            self.generators["ordering"] = torch.Generator().manual_seed(seed + 15485863 * (rt.rank + 1))
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def loss(self, model: nn.Module, batch: Sequence[Any], step: int) -> dict[str, torch.Tensor]:
         images = batch[0].to(self.rt.device, non_blocking=True)
-        out = model(images, generator=self.generators["posterior"]) if self.vae else model(images)
+        kwargs = {"generator": self.generators["posterior"]} if self.vae else {}
+        if self.ordering is not None:
+            kwargs["keep"] = _kept(self.ordering, self.generators["ordering"], model, len(images))
+        out = model(images, **kwargs)
         w = self.losses
         with full_precision(self.rt.device):
             recon = out.decoded.float()
@@ -174,6 +182,11 @@ class PixelObjective:
         _load_maintenance(self.maintenance, state)
 
 
+def _kept(cfg: OrderingConfig, generator: torch.Generator, model: nn.Module, batch: int) -> torch.Tensor:
+    num_tokens = getattr(model, "module", model).num_tokens  # through a DDP wrapper
+    return draw_lengths(cfg, batch, num_tokens, generator)
+
+
 def _load_maintenance(maintenance: CodebookMaintenance | None, state: dict[str, Any]) -> None:
     saved = state.get("codebook")
     if maintenance is not None and saved is None:
@@ -198,9 +211,13 @@ class ProxyObjective:
         quantizer_weight: float,
         codebook: CodebookConfig | None = None,
         seed: int = 0,
+        ordering: OrderingConfig | None = None,
     ) -> None:
         self.rt, self.teacher, self.quantizer_weight = rt, teacher, quantizer_weight
+        self.ordering = ordering if ordering is not None and ordering.per != "off" else None
         self.generators: dict[str, torch.Generator] = {}
+        if self.ordering is not None:
+            self.generators["ordering"] = torch.Generator().manual_seed(seed + 15485863 * (rt.rank + 1))
         self.usage = CodeUsage(model.config.codebook_size, rt.device)
         self.maintenance = codebook_maintenance(rt, model, codebook, seed)
 
@@ -213,7 +230,10 @@ class ProxyObjective:
     def loss(self, model: nn.Module, batch: Sequence[Any], step: int) -> dict[str, torch.Tensor]:
         images = batch[0].to(self.rt.device, non_blocking=True)
         codes = batch[3].to(self.rt.device) if len(batch) > 3 else self.teacher_codes(images)
-        out = model(images)
+        keep = None
+        if self.ordering is not None:
+            keep = _kept(self.ordering, self.generators["ordering"], model, len(images))
+        out = model(images, keep=keep)
         with full_precision(self.rt.device):
             ce, accuracy = proxy_code_loss(out.decoded, codes)
             total = ce + self.quantizer_weight * out.quantizer.loss

@@ -31,6 +31,7 @@ from titok.train.gan import GANConfig
 from titok.train.heldout import HeldOutConfig
 from titok.train.loop import PreviewConfig, fit, seeded
 from titok.train.objectives import LossConfig, PixelObjective, ProxyObjective
+from titok.train.ordering import OrderingConfig
 from titok.train.runtime import Runtime, start
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Stage1Recipe(Config):
     data: DataConfig = field(default_factory=DataConfig)
     losses: ProxyLossConfig = field(default_factory=ProxyLossConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    ordering: OrderingConfig = field(default_factory=OrderingConfig)
     optim: OptimConfig = field(default_factory=lambda: adamw(10_000, betas=(0.9, 0.99)))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
@@ -74,6 +76,7 @@ class Stage1Recipe(Config):
         cfg = model_section(self.model, TiTokConfig)
         if cfg.head != "proxy":
             raise ValueError(f"model.head: stage 1 trains the 'proxy' head, got {cfg.head!r} (set model.head=proxy)")
+        self.ordering.check(cfg.to_dict())
         return cfg  # type: ignore[return-value]
 
 
@@ -87,6 +90,7 @@ class Stage2Recipe(Config):
     data: DataConfig = field(default_factory=DataConfig)
     losses: LossConfig = field(default_factory=lambda: LossConfig(lpips_weight=0.0, quantizer_weight=0.0))
     gan: GANConfig = field(default_factory=lambda: GANConfig(weight=0.01, start=20_000))
+    ordering: OrderingConfig = field(default_factory=OrderingConfig)
     optim: OptimConfig = field(default_factory=lambda: adamw(5_000))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
@@ -100,6 +104,7 @@ class Stage2Recipe(Config):
         cfg = model_section(self.model, TiTokConfig)
         if cfg.head != "vqgan":
             raise ValueError(f"model.head: stage 2 trains the 'vqgan' head, got {cfg.head!r}")
+        self.ordering.check(cfg.to_dict())
         return cfg  # type: ignore[return-value]
 
 
@@ -111,6 +116,7 @@ class SingleStageRecipe(Config):
     losses: LossConfig = field(default_factory=LossConfig)
     gan: GANConfig = field(default_factory=lambda: GANConfig(optim=adamw(10_000)))
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    ordering: OrderingConfig = field(default_factory=OrderingConfig)
     optim: OptimConfig = field(default_factory=lambda: adamw(10_000))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
@@ -120,6 +126,7 @@ class SingleStageRecipe(Config):
         cfg = model_section(self.model, TiTokConfig)
         if cfg.head != "pixels":
             raise ValueError(f"model.head: single-stage training needs the 'pixels' head, got {cfg.head!r}")
+        self.ordering.check(cfg.to_dict())
         return cfg  # type: ignore[return-value]
 
 
@@ -142,7 +149,13 @@ def train_stage1(recipe: Stage1Recipe, resume: bool | str = False) -> Path:
     data = _stage1_data(recipe, config, teacher)
     model = seeded(lambda: build_model(config), recipe.train.seed, rt.device)
     objective = ProxyObjective(
-        rt, model, teacher.to(rt.device), recipe.losses.quantizer_weight, recipe.codebook, recipe.train.seed
+        rt,
+        model,
+        teacher.to(rt.device),
+        recipe.losses.quantizer_weight,
+        recipe.codebook,
+        recipe.train.seed,
+        recipe.ordering,
     )
     return fit(rt, recipe, model, objective, data, previews=_previews(rt, recipe, config.image_size))
 
@@ -208,7 +221,8 @@ def train_single_stage(recipe: SingleStageRecipe, resume: bool | str = False) ->
 def fit_pixels(rt: Runtime, recipe: Any, model: Any, frozen: tuple[str, ...] = ()) -> Path:
     """The pixel recipes' common part (also ``vqgan``'s)."""
     codebook = getattr(recipe, "codebook", None)  # stage 2 freezes the quantizer: no remedies
-    objective = PixelObjective(rt, model, recipe.losses, recipe.gan, recipe.train.seed, codebook)
+    ordering = getattr(recipe, "ordering", None)  # the 2-D vqgan recipe has no token order
+    objective = PixelObjective(rt, model, recipe.losses, recipe.gan, recipe.train.seed, codebook, ordering)
     data = build_dataset(recipe.data, model.image_size, seed=recipe.train.seed)
     return fit(rt, recipe, model, objective, data, frozen=frozen, previews=_previews(rt, recipe, model.image_size))
 
