@@ -20,7 +20,7 @@ from titok.config import Config
 from titok.data.build import DataConfig
 from titok.models import VQGANConfig, build_model
 from titok.train.config import OptimConfig, RunConfig, model_section
-from titok.train.gan import GANConfig
+from titok.train.gan import GANConfig, resume_architecture
 from titok.train.loop import PreviewConfig, seeded
 from titok.train.objectives import LossConfig
 from titok.train.runtime import start
@@ -45,5 +45,5 @@ class VQGANRecipe(Config):
 def train(recipe: VQGANRecipe, resume: bool | str = False) -> Path:
     """Run the ``vqgan`` recipe; returns the exported VQGAN's folder (``output_dir/final``)."""
     config = recipe.model_config()
-    rt = start(recipe.train, recipe.to_dict(), resume)
+    rt = start(recipe.train, recipe.to_dict(), resume, architecture=resume_architecture)
     return fit_pixels(rt, recipe, seeded(lambda: build_model(config), recipe.train.seed, rt.device))
