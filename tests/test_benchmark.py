@@ -31,3 +31,14 @@ def test_speed_benchmark_smoke(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert [r["row"] for r in results] == ["encode", "decode", "generate+decode", "stage1_train", "generator_train"]
     assert all(r["items_per_s"] > 0 and r["gflop_per_item"] > 0 for r in results)
+
+
+def test_stream_memory_benchmark_smoke(tmp_path):
+    out = tmp_path / "memory.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "stream_memory.py"), "--shards", "2", "--per-shard", "40"]
+    cmd += ["--payload-kb", "4", "--buffers", "4", "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["buffer"] == "4" and row["peak_reader_mb"] >= 0 and row["samples_per_s"] > 0
+    assert "peak MB per reader" in done.stdout

@@ -15,7 +15,7 @@ import titok
 from titok.data.build import DataConfig, build_dataset
 from titok.data.tokens import WithCachedCodes
 from titok.data.transforms import Preprocess
-from titok.data.webdataset import ShardStream, expand_shards
+from titok.data.webdataset import ShardStream, expand_shards, shuffled
 from titok.train.config import RunConfig
 from titok.train.pretokenize import pretokenize
 from titok.train.runtime import start
@@ -54,9 +54,10 @@ def test_stream_is_deterministic_and_skips_unreadable_samples(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("shards", [1, 4])  # fewer shards than readers: split by sample; more: split by shard
-def test_a_stream_resumes_exactly_through_the_runtime(tmp_path, shards, caplog):
+@pytest.mark.parametrize("buffer", [1000, 2])  # a buffer that holds the shard, and one far smaller than it
+def test_a_stream_resumes_exactly_through_the_runtime(tmp_path, shards, buffer, caplog):
     write_shards(tmp_path / "data", shards, 12 // shards)
-    cfg = DataConfig(source="webdataset", path=str(tmp_path / "data"))
+    cfg = DataConfig(source="webdataset", path=str(tmp_path / "data"), shuffle_buffer=buffer)
     stream = build_dataset(cfg, 32, seed=3)
     run = RunConfig(output_dir=str(tmp_path / "a"), batch_size=3, num_workers=2, tensorboard=False)
     rt = start(run, {})
@@ -99,3 +100,56 @@ def test_cached_teacher_codes_follow_the_flip(tmp_path):
     with pytest.raises(ValueError, match="no flipped copies"):
         WithCachedCodes(data, tmp_path / "plain", flip=True)
     assert np.array_equal(WithCachedCodes(data, tmp_path / "plain")[4][3], teacher.tokenize(data[4][0][None])[0])
+
+
+class _Counted:
+    """An iterable that counts the items taken from it."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.taken = n, 0
+
+    def __iter__(self):
+        for i in range(self.n):
+            self.taken += 1
+            yield i
+
+
+@pytest.mark.parametrize(("n", "size"), [(50, 8), (50, 1), (7, 8), (8, 8)])
+def test_the_shuffle_buffer_never_holds_more_than_its_size(n, size):
+    source = _Counted(n)
+    out, held = [], []
+    for item in shuffled(source, size, torch.Generator().manual_seed(3)):
+        held.append(source.taken - len(out))  # items taken and not yet given out, this one included
+        out.append(item)
+    assert sorted(out) == list(range(n))
+    assert max(held) <= size + 1  # the buffer and the one arriving
+    again = list(shuffled(range(n), size, torch.Generator().manual_seed(3)))
+    assert again == out
+    if n <= size:  # a shard that fits is a uniform permutation, as when readers held whole shards
+        assert out == torch.randperm(n, generator=torch.Generator().manual_seed(3)).tolist()
+    elif size > 1:
+        assert out != list(range(n))
+    with pytest.raises(ValueError, match="at least 1 item"):
+        next(shuffled(range(3), 0, torch.Generator()))
+
+
+def test_readers_of_shards_far_larger_than_the_buffer_hold_little_memory(tmp_path):
+    """Two readers over shards of ~2.4 MB each (120 samples with 20 KB of data) and a buffer of 8: what the readers
+    hold stays near 8 samples, not a shard (holding a shard per reader took > 4.8 MB)."""
+    import tracemalloc
+
+    paths = [str(p) for p in write_shards(tmp_path, 2, 120, payload=20_000)]
+    stream = ShardStream(paths, Preprocess(32, random_crop=False, random_flip=False), seed=1, shuffle_buffer=8)
+    readers = [
+        iter(stream.assign(rank=0, world=1, workers=2, roles=[0, 1], cursors=[[0, 0, 0]] * 2)._consume(r, 0, 0, 0))
+        for r in (0, 1)
+    ]
+    next(readers[0]), next(readers[1])  # imports and first allocations outside the measurement
+    tracemalloc.start()
+    try:
+        for _ in range(150):  # both readers through their whole shard and into the next epoch
+            next(readers[0]), next(readers[1])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_500_000, peak  # 2 readers x (8 + 1) samples x 20 KB = 360 KB, plus decoding

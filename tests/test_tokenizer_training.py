@@ -230,10 +230,12 @@ def test_nan_loss_stops_with_the_last_checkpoint_intact(tmp_path, monkeypatch, c
     monkeypatch.setattr(objectives, "reconstruction_loss", poisoned)
     path = recipe_file(tmp_path / "n.yaml", "single_stage", model=TITOK, losses=NO_PERCEPTUAL, gan=GAN)
     assert main(["train", "tokenizer", str(path), "train.max_steps=8"]) == 1
-    assert "step 5: loss = nan, rec = nan; stopping (the last good checkpoint" in caplog.text
     checkpoints = tmp_path / "n_run" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    state = torch.load(checkpoints / "checkpoint-4" / "state.pt", weights_only=True)
+    # checkpoint-4's weights went into step 5: a resume from it would stop at step 5 again
+    assert "step 5: loss = nan, rec = nan; stopping (checkpoint-4 holds the weights that gave them" in caplog.text
+    assert f"the last good checkpoint, {checkpoints / 'checkpoint-2'}, is intact" in caplog.text
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4.rejected"]
+    state = torch.load(checkpoints / "checkpoint-2" / "state.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     monkeypatch.setattr(objectives, "reconstruction_loss", real)
     assert main(["train", "tokenizer", str(path), "train.max_steps=8", "--resume"]) == 0

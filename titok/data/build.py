@@ -26,12 +26,15 @@ class DataConfig(Config):
     random_crop: bool = True
     random_flip: bool = True
     limit: int | None = None  # use only the first N items
+    shuffle_buffer: int = 1000  # webdataset: samples a reader holds to shuffle a shard (memory ~ this x sample size)
 
     def __post_init__(self) -> None:
         if self.source != "fashion_mnist" and not self.path:
             raise ValueError(f"data.path is required for data.source={self.source!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"data.limit must be at least 1, got {self.limit}")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"data.shuffle_buffer must be at least 1, got {self.shuffle_buffer}")
 
 
 def build_dataset(cfg: DataConfig, image_size: int, *, train: bool = True, seed: int = 0) -> Dataset:
@@ -46,7 +49,7 @@ def build_dataset(cfg: DataConfig, image_size: int, *, train: bool = True, seed:
 
         if cfg.limit is not None:
             raise ValueError("data.limit is not supported for webdataset shards: list fewer shards instead")
-        return ShardStream(expand_shards(cfg.path), preprocess, seed=seed)
+        return ShardStream(expand_shards(cfg.path), preprocess, seed=seed, shuffle_buffer=cfg.shuffle_buffer)
     if cfg.source == "fashion_mnist":
         dataset: Dataset = FashionMNIST(cfg.split, preprocess, root=cfg.path)
     else:

@@ -6,14 +6,18 @@ its ``cls`` entry (-1 when there is none), as in the reference.
 
 Order. The stream is read by C "consumers" (processes x loader workers). Epoch e visits the shards in a permutation
 drawn from (seed, e). With at least C shards, consumer c reads every C-th shard of that order; with fewer, every
-consumer reads every shard and keeps the samples at positions p with (shard position + p) % C == c. A shard is read
-into memory as raw bytes and its samples are visited in a permutation drawn from (seed, e, shard), and each sample's
-random crop and flip come from its own seed, so nothing depends on timing or on which process runs a consumer.
+consumer reads every shard and keeps the samples at positions p with (shard position + p) % C == c. A shard is
+streamed, never held whole: its raw samples pass through a shuffle buffer of ``shuffle_buffer`` samples (see
+:func:`shuffled`) driven by a generator seeded from (seed, e, shard), so a reader holds at most that many raw
+samples (+1 arriving) whatever the shard's size; a shard that fits in the buffer is visited in a uniform random
+permutation. Each sample's random crop and flip come from its own seed, so nothing depends on timing or on which
+process runs a consumer.
 
 Resume. Every item carries its consumer's cursor after it, ``(role, epoch, shard position, samples consumed)``; the
 training runtime keeps the last cursor each consumer delivered and saves them in its checkpoints. A resumed stream
-reopens each consumer's shard at its cursor and skips what was consumed: with as many processes and workers as
-before, exactly the continuation of the uninterrupted stream.
+reopens each consumer's shard at its cursor and replays the shard's shuffle from its start, skipping (without
+decoding) the samples consumed: the buffer refills exactly as before, so with as many processes and workers (and the
+same ``shuffle_buffer``) the stream is exactly the continuation of the uninterrupted one.
 
 Unreadable data. A sample whose image cannot be decoded, or that has no image, is skipped and logged; the count
 travels with the next good item (its ``skipped`` field), so the loop can count skips made in loader workers. A
@@ -27,9 +31,9 @@ import copy
 import glob
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +47,9 @@ logger = logging.getLogger(__name__)
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _MIX = 1_000_003
 MAX_BARREN_EPOCHS = 10
+DEFAULT_SHUFFLE_BUFFER = 1000
+_DRAWS = 1024  # buffer slots drawn at a time
+T = TypeVar("T")
 
 
 def _webdataset():
@@ -78,16 +85,50 @@ def _seed(*parts: int) -> int:
     return value
 
 
+def shuffled(items: Iterable[T], size: int, generator: torch.Generator) -> Iterator[T]:
+    """``items`` in a random order, holding at most ``size`` of them (and the one arriving): the buffer fills with
+    the first ``size``; then each arriving item takes the place of a uniformly drawn one, which is emitted; when the
+    input ends, the buffer empties in a random permutation. Input that fits in the buffer (n <= size) comes out in
+    the order ``torch.randperm(n, generator=generator)``. The order depends only on the input and the generator."""
+    if size < 1:
+        raise ValueError(f"a shuffle buffer holds at least 1 item, got size {size}")
+    buffer: list[T] = []
+    source = iter(items)
+    for item in source:
+        buffer.append(item)
+        if len(buffer) == size:
+            break
+    draws: Iterator[int] = iter(())
+    for item in source:
+        slot = next(draws, None)
+        if slot is None:
+            draws = iter(torch.randint(size, (_DRAWS,), generator=generator).tolist())
+            slot = next(draws)
+        yield buffer[slot]
+        buffer[slot] = item
+    for i in torch.randperm(len(buffer), generator=generator).tolist():
+        yield buffer[i]
+
+
 class ShardStream(IterableDataset):
     """Items ``(image (3, S, S) float32 in [0, 1], label, skipped, cursor (4,) int64)``, endlessly.
 
     Use :meth:`assign` to give it its place among the readers of a run before handing it to a DataLoader.
     """
 
-    def __init__(self, shards: Sequence[str], preprocess: Preprocess, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shards: Sequence[str],
+        preprocess: Preprocess,
+        seed: int = 0,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    ) -> None:
         if not shards:
             raise ValueError("a shard stream needs at least one shard")
+        if shuffle_buffer < 1:
+            raise ValueError(f"data.shuffle_buffer must be at least 1, got {shuffle_buffer}")
         self.shards = list(shards)
+        self.shuffle_buffer = shuffle_buffer
         self.preprocess = preprocess
         self.seed = seed
         self.rank, self.world, self.workers = 0, 1, 1
@@ -133,16 +174,10 @@ class ShardStream(IterableDataset):
             mine = order[consumer::consumers].tolist() if by_shard else order.tolist()
             whole, good = pos == 0 and offset == 0, 0
             for p in range(pos, len(mine)):
-                samples, lost = self._read(mine[p])
-                skipped += lost
-                gen = torch.Generator().manual_seed(_seed(self.seed, epoch, mine[p]))
-                perm = torch.randperm(len(samples), generator=gen).tolist()
-                for k in range(offset if p == pos else 0, len(samples)):
-                    if not by_shard and (p + k) % consumers != consumer:
-                        continue
-                    item = self._decode(samples[perm[k]], _seed(self.seed, epoch, mine[p], k))
+                keep = None if by_shard else (lambda k, p=p: (p + k) % consumers == consumer)
+                for k, item, lost in self._shard(epoch, mine[p], offset if p == pos else 0, keep):
+                    skipped += lost
                     if item is None:
-                        skipped += 1
                         continue
                     good += 1
                     yield item[0], item[1], skipped, torch.tensor([role, epoch, p, k + 1])
@@ -155,10 +190,31 @@ class ShardStream(IterableDataset):
                 )
             epoch, pos, offset = epoch + 1, 0, 0
 
-    def _read(self, index: int) -> tuple[list[dict[str, Any]], int]:
-        """The raw samples of shard ``index``, and 1 if it could not be read to its end (webdataset may report one
-        broken tar several times), else 0."""
-        wds, url, errors = _webdataset(), self.shards[index], []
+    def _shard(self, epoch: int, index: int, start: int, keep) -> Iterator[tuple[int, Any, int]]:
+        """``(k, decoded item or None, samples lost)`` for the samples of shard ``index`` at shuffled positions
+        ``k >= start`` that ``keep(k)`` accepts (all when ``keep`` is None); those before ``start`` are replayed
+        through the shuffle without being decoded. A shard that cannot be read to its end counts 1 lost sample,
+        once, with the first position reached after the error showed (not if that is before ``start``: the count
+        travelled with an item delivered before the resume)."""
+        errors: list[Exception] = []
+        gen = torch.Generator().manual_seed(_seed(self.seed, epoch, index))
+        counted, k = False, -1
+        for k, sample in enumerate(shuffled(self._samples(index, errors), self.shuffle_buffer, gen)):
+            lost = int(bool(errors) and not counted and k >= start)
+            counted = counted or bool(errors)
+            if k < start or (keep is not None and not keep(k)):
+                if lost:
+                    yield k, None, lost
+                continue
+            item = self._decode(sample, _seed(self.seed, epoch, index, k))
+            yield k, item, lost + (item is None)
+        if errors and not counted and k + 1 >= start:
+            yield k + 1, None, 1
+
+    def _samples(self, index: int, errors: list[Exception]) -> Iterator[dict[str, Any]]:
+        """The raw samples of shard ``index``, read one at a time; each read error is logged and appended to
+        ``errors`` (webdataset may report one broken tar several times)."""
+        wds, url = _webdataset(), self.shards[index]
 
         def handler(exn: Exception) -> bool:
             errors.append(exn)
@@ -168,11 +224,9 @@ class ShardStream(IterableDataset):
         try:
             with open(url, "rb") as f:
                 files = wds.tariterators.tar_file_expander([{"url": url, "stream": f}], handler=handler)
-                samples = list(wds.tariterators.group_by_keys(files, handler=handler))
+                yield from wds.tariterators.group_by_keys(files, handler=handler)
         except OSError as e:
             handler(e)
-            samples = []
-        return samples, int(bool(errors))
 
     def _decode(self, sample: dict[str, Any], seed: int) -> tuple[torch.Tensor, int] | None:
         key = next((k for k in IMAGE_KEYS if k in sample), None)

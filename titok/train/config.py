@@ -6,6 +6,7 @@ subclass of the whole file, so an unknown key or a wrongly typed value anywhere 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,16 @@ class OptimConfig(Config):
     warmup_steps: int = 0
     end_lr: float = 1e-5
     max_grad_norm: float = 1.0  # <= 0: no clipping
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "end_lr", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or (value < 0 and name != "max_grad_norm"):
+                raise ValueError(f"optim.{name} must be a finite number >= 0, got {value}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"optim.eps must be a finite number > 0, got {self.eps}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must lie in [0, 1), got {list(self.betas)}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class RunConfig(Config):
 
 def read_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The YAML at ``path`` with ``a.b=value`` overrides applied (values parsed as YAML), interpolations resolved."""
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -76,9 +88,24 @@ def read_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         raw = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:
         raise ValueError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(_yaml_error(path, e)) from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a UTF-8 text file (byte {e.start}: {e.reason})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping, got {type(raw).__name__}")
     return raw
+
+
+def _yaml_error(path: Path, e: Exception) -> str:
+    """``FILE, line L, column C: not valid YAML: PROBLEM (CONTEXT at line L')``."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    return f"{where}: not valid YAML: {problem}"
 
 
 def model_section(section: Mapping[str, Any] | None, expected: type[Config], where: str = "model") -> Config:

@@ -9,7 +9,7 @@ The LeCam averages follow the batch-mean logits of all processes, so every proce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,10 @@ from titok.losses.gan import LeCam, NLayerDiscriminator, hinge_d_loss, hinge_g_l
 from titok.train.config import OptimConfig
 from titok.train.loop import full_precision, seeded
 from titok.train.optim import make_optimizer
+from titok.train.runfolder import ARCHITECTURE
 from titok.train.runtime import Runtime
+
+DISCRIMINATOR_SHAPE = ("gan.hidden_channels", "gan.num_stages", "gan.norm_groups", "gan.pool_size")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,13 @@ class GANConfig(Config):
             raise ValueError(f"gan.weight and gan.lecam_weight must be >= 0, got {self.weight}, {self.lecam_weight}")
         if self.start < 0:
             raise ValueError(f"gan.start must be >= 0, got {self.start}")
+
+
+def resume_architecture(stored: Mapping[str, Any]) -> tuple[str, ...]:
+    """The keys a resume of a GAN recipe may not change: the model's, and the discriminator's shape when the
+    checkpoint (written with ``stored``) holds a discriminator (``gan.weight`` > 0)."""
+    has_discriminator = (stored.get("gan") or {}).get("weight", 0) > 0
+    return (*ARCHITECTURE, *(DISCRIMINATOR_SHAPE if has_discriminator else ()))
 
 
 class Adversary:

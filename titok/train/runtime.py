@@ -6,12 +6,16 @@ items this process has taken (saved with every checkpoint, so a resumed run may 
 stream (an ``IterableDataset`` with ``assign``, such as :class:`~titok.data.webdataset.ShardStream`) reports its
 readers' cursors with every batch; :meth:`Runtime.save` stores them (with the fp16 scaler, if any) in the checkpoint
 and a resumed run continues each reader where it stopped.
+
+Faults: a NaN/inf loss stops every process, naming the newest good checkpoint (one whose weights gave a finite step;
+the checkpoint whose weights gave the NaN is set aside); a checkpoint whose tensors are not all finite is never
+written; a resume skips checkpoints that cannot be read and refuses a recipe that changes the architecture (see
+:mod:`titok.train.checkpoint` and :mod:`titok.train.runfolder`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
@@ -27,10 +31,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from titok.data.sampler import ResumableSampler
-from titok.io import atomic_write
-from titok.train.checkpoint import CheckpointManager
+from titok.train import runfolder
+from titok.train.checkpoint import CheckpointError, CheckpointManager, nonfinite, step_of
 from titok.train.config import OptimConfig, RunConfig
+from titok.train.metrics_log import MetricsLogger
 from titok.train.optim import lr_at, set_lr
+from titok.train.stream import StreamBatches, resume_cursors
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +71,7 @@ class Runtime:
     _images_seen: int = field(default=0, init=False)
     _stream: StreamBatches | None = field(default=None, init=False)
     _resumed_data: dict[str, Any] | None = field(default=None, init=False)
+    _loaded: tuple[dict[str, Any], dict[str, Any] | None] | None = field(default=None, init=False)  # read by start
     _clock: float = field(default_factory=time.perf_counter, init=False)
 
     @property
@@ -125,7 +132,7 @@ class Runtime:
             raise TypeError(f"{type(stream).__name__} is an iterable dataset without assign(): it cannot be resumed")
         workers = max(1, self.run.num_workers)
         drawn = self.position // self.run.batch_size  # batches this process had taken
-        cursors = self._stream_cursors(workers)
+        cursors = resume_cursors(self._resumed_data, self.rank, self.world, workers)
         # A DataLoader takes batches from its workers in turn, starting with worker 0: worker j plays the reader
         # whose turn it would have been in the uninterrupted run.
         roles = [(j + drawn) % workers for j in range(workers)]
@@ -146,24 +153,6 @@ class Runtime:
         for batch in batches:
             self.position += self.run.batch_size
             yield batch
-
-    def _stream_cursors(self, workers: int) -> list[list[int]]:
-        saved = self._resumed_data
-        if not saved or saved.get("kind") != "stream":
-            return [[0, 0, 0] for _ in range(workers)]
-        if (saved["world"], saved["workers"]) == (self.world, workers):
-            return [list(c) for c in saved["cursors"][self.rank * workers : (self.rank + 1) * workers]]
-        epoch = min(c[0] for c in saved["cursors"])
-        logger.warning(
-            "the checkpoint's stream was read by %d process(es) x %d worker(s), this run has %d x %d: every reader "
-            "restarts at the beginning of epoch %d (some samples of that epoch are seen again)",
-            saved["world"],
-            saved["workers"],
-            self.world,
-            workers,
-            epoch,
-        )
-        return [[epoch, 0, 0] for _ in range(workers)]
 
     def accumulate(self, model: nn.Module, micro_batches: list[Any], loss_fn: Callable[[Any], dict]) -> dict:
         """Forward and backward over the micro-batches of one step (``loss_fn(mb)['loss']`` is minimised); returns
@@ -188,23 +177,51 @@ class Runtime:
         norm = float("nan")
         if cfg.max_grad_norm > 0:
             norm = float(self.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        set_lr(optimizer, lr_at(step, cfg, total_steps or self.run.max_steps))
-        optimizer.step()
+        lr = lr_at(step, cfg, total_steps or self.run.max_steps)
+        set_lr(optimizer, lr)
+        try:
+            optimizer.step()
+        except RuntimeError as e:
+            if "overflow" not in str(e):
+                raise
+            raise TrainingError(
+                f"step {step + 1}: the update at learning rate {lr:g} overflows float32 ({e})"
+            ) from None
         optimizer.zero_grad(set_to_none=True)
         return norm
 
     def check_finite(self, step: int, values: Mapping[str, float]) -> None:
         """Stop every process (with a message naming the values) when any process's ``values`` are NaN or inf."""
         bad = {k: v for k, v in values.items() if not math.isfinite(v) and k != "grad_norm"}
-        others = 0
-        if self.world > 1:  # all processes decide together, or the healthy ones would wait in the next collective
-            flags = self.accelerator.reduce(torch.tensor([float(bool(bad))], device=self.device), "sum")
-            others = int(flags.item()) - bool(bad)
+        others = self._others(bool(bad))
         if bad or others:
-            last = self.checkpoints.latest()
-            where = f"the last good checkpoint, {last}, is intact" if last else "no checkpoint was written yet"
             what = ", ".join(f"{k} = {v}" for k, v in bad.items()) or f"non-finite values in {others} other process(es)"
-            raise TrainingError(f"step {step}: {what}; stopping ({where})")
+            raise TrainingError(f"step {step}: {what}; stopping ({self._where(step, poisoned=True)})")
+        self.checkpoints.proven()  # the weights of a checkpoint written at step - 1 gave finite values
+
+    def _others(self, bad: bool) -> int:
+        """How many other processes report ``bad`` too (all processes decide together, or the healthy ones would
+        wait in the next collective)."""
+        if self.world == 1:
+            return 0
+        flags = self.accelerator.reduce(torch.tensor([float(bad)], device=self.device), "sum")
+        return int(flags.item()) - bad
+
+    def _where(self, step: int, poisoned: bool) -> str:
+        """The state of the checkpoints at a stop in step ``step``. ``poisoned``: the weights after step ``step - 1``
+        gave non-finite values, so a checkpoint of that step is set aside (renamed; no resume picks it)."""
+        found = [p for p in self.checkpoints.checkpoints() if step_of(p) < step]
+        notes = []
+        if poisoned and found and step_of(found[-1]) == step - 1:
+            self.accelerator.wait_for_everyone()  # every process has listed the checkpoints before one moves
+            bad = found.pop()
+            moved = self.checkpoints.reject(bad)
+            notes.append(
+                f"{bad.name} holds the weights that gave them (a resume from it would stop here again): "
+                f"set aside as {moved}"
+            )
+        notes.append(f"the last good checkpoint, {found[-1]}, is intact" if found else "no good checkpoint was written")
+        return "; ".join(notes)
 
     def log_due(self, step: int) -> bool:
         """Whether :meth:`log` writes the metrics of finished step ``step`` (the same answer in every process)."""
@@ -226,7 +243,19 @@ class Runtime:
 
     def save(self, step: int, state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
         """Checkpoint ``state`` (the recipe's weights and optimizers) with the data position (a stream's reader
-        cursors too) and the fp16 scaler; every process calls it."""
+        cursors too) and the fp16 scaler; every process calls it. Stops the run (writing nothing) when a tensor of
+        ``state`` holds a NaN or inf in any process."""
+        bad = nonfinite(state)
+        if bad or self._others(bool(bad)):
+            what = (
+                f"{len(bad)} tensor(s): {', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}"
+                if bad
+                else "another process"
+            )
+            raise TrainingError(
+                f"step {step}: the state to checkpoint holds NaN or inf values ({what}); stopping without writing it "
+                f"({self._where(step, poisoned=False)})"
+            )
         scaler = self.accelerator.scaler
         state = {
             **state,
@@ -244,7 +273,9 @@ class Runtime:
         if self.resume_from is None:
             return None
         logger.info("resuming from %s", self.resume_from)
-        state = self.checkpoints.load(self.resume_from, generators)
+        state, rng = self._loaded or self.checkpoints.read(self.resume_from)
+        self._loaded = None
+        self.checkpoints.restore(self.resume_from, state, rng, generators)
         self.position = state["data_position"]
         saved_world = state.get("data_world", self.world)
         if saved_world != self.world and state.get("data") is None:
@@ -273,7 +304,9 @@ class Runtime:
     def export(self, model: nn.Module, name: str = "final") -> Path:
         """``save_pretrained`` the model into ``output_dir/name`` (main process), so ``titok.load`` reads it."""
         path = self.output_dir / name
+        self.checkpoints.proven()  # the run is complete: prune to train.keep_checkpoints
         if self.is_main:
+            runfolder.remove_leftovers(path, ())  # of an export that was killed
             self.unwrap(model).save_pretrained(path)
         self.accelerator.wait_for_everyone()
         return path
@@ -283,25 +316,19 @@ class Runtime:
         self.accelerator.end_training()
 
 
-class StreamBatches(Iterator):
-    """A stream's batches without their cursors, which it keeps: ``cursors[role]`` is the last position reader
-    ``role`` of this process delivered, (epoch, shard position, samples consumed)."""
-
-    def __init__(self, batches: Iterator[Any], cursors: list[list[int]]) -> None:
-        self.batches, self.cursors = batches, cursors
-
-    def __next__(self) -> list[Any]:
-        *batch, cursor = next(self.batches)
-        role, *position = cursor[-1].tolist()
-        self.cursors[role] = position
-        return batch
-
-
-def start(run: RunConfig, recipe: Mapping[str, Any], resume: bool | str = False) -> Runtime:
+def start(
+    run: RunConfig,
+    recipe: Mapping[str, Any],
+    resume: bool | str = False,
+    *,
+    architecture: runfolder.Architecture = runfolder.ARCHITECTURE,
+) -> Runtime:
     """Set up a run: accelerator, seeds, output folder (with the resolved recipe), metrics and checkpoints.
 
-    ``resume``: False (the output folder must hold no checkpoint), True (continue from the latest, if any), or
-    the path of a checkpoint folder.
+    ``resume``: False (the output folder must hold no checkpoint), True (continue from the newest checkpoint that
+    can be read, if any), or the path of a checkpoint folder. A resume compares ``recipe`` with the checkpoint's
+    before anything is written: ``architecture`` names the keys it may not change (see
+    :func:`titok.train.runfolder.check_resume`).
     """
     accelerator = _accelerator(run)
     out = Path(run.output_dir)
@@ -312,94 +339,62 @@ def start(run: RunConfig, recipe: Mapping[str, Any], resume: bool | str = False)
         keep=run.keep_checkpoints,
         barrier=accelerator.wait_for_everyone,
     )
-    resume_from = None
-    if isinstance(resume, str):
-        resume_from = Path(resume)
-        if not (resume_from / "state.pt").is_file():
-            raise TrainingError(f"--resume {resume}: not a checkpoint folder (no state.pt)")
-    elif resume:
-        resume_from = manager.latest()
-    elif manager.latest() is not None:
-        raise TrainingError(
-            f"{out} already holds checkpoints ({manager.latest().name}): pass --resume to continue that run, "
-            "or choose another train.output_dir"
-        )
+    found = _resume_point(accelerator, manager, resume, out)
+    changes, stored = {}, None
+    if found is not None:
+        stored = runfolder.stored_recipe(out, found[1])
+        if stored is not None:
+            changes = runfolder.check_resume(found[0], stored, recipe, architecture)
     seed = run.seed + accelerator.process_index
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "recipe.json", lambda p: Path(p).write_text(json.dumps(dict(recipe), indent=2) + "\n"))
-    resume_step = None
-    if resume_from is not None:
-        resume_step = torch.load(resume_from / "state.pt", map_location="cpu", weights_only=True)["step"]
+        runfolder.remove_leftovers(out)
+        if found is None:
+            runfolder.record_start(out, recipe)
+        else:
+            runfolder.record_resume(out, found[0], found[1]["step"], stored, recipe, changes)
     metrics = MetricsLogger(
         out,
         enabled=accelerator.is_main_process,
         tensorboard=run.tensorboard,
         wandb_project=run.wandb_project,
-        resume_step=resume_step,
+        resume_step=found[1]["step"] if found else None,
         recipe=recipe,
     )
     accelerator.wait_for_everyone()
-    return Runtime(run, accelerator, out, manager, metrics, resume_from)
+    rt = Runtime(run, accelerator, out, manager, metrics, found[0] if found else None)
+    rt._loaded = found[1:] if found else None
+    return rt
 
 
-class MetricsLogger:
-    """Scalars to ``metrics.jsonl`` (one JSON object per logged step), tensorboard and optionally wandb; images to
-    tensorboard. On resume, entries after the checkpoint's step are dropped, so the file reads as one run."""
+def _resume_point(accelerator, manager: CheckpointManager, resume: bool | str, out: Path):
+    """(checkpoint folder, its state, this process's random states) to resume from, read and checked in every
+    process, or None for a new run."""
 
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        enabled: bool,
-        tensorboard: bool,
-        wandb_project: str | None,
-        resume_step: int | None,
-        recipe: Mapping[str, Any],
-    ) -> None:
-        self.enabled = enabled
-        self.path = directory / "metrics.jsonl"
-        self.tb = self.wandb = None
-        if not enabled:
-            return
-        kept = []
-        if resume_step is not None and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
-        atomic_write(self.path, lambda p: Path(p).write_text("".join(line + "\n" for line in kept)))
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ImportError("tensorboard logging needs tensorboard: pip install 'titok[train]'") from None
-            self.tb = SummaryWriter(str(directory / "tensorboard"))
-        if wandb_project:
-            try:
-                import wandb
-            except ImportError:
-                raise ImportError("train.wandb_project needs wandb: pip install wandb") from None
-            self.wandb = wandb.init(project=wandb_project, config=dict(recipe), resume="allow")
+    def everyone(ok: bool) -> bool:
+        if accelerator.num_processes == 1:
+            return ok
+        return int(accelerator.reduce(torch.tensor([float(not ok)], device=accelerator.device), "sum").item()) == 0
 
-    def log(self, step: int, values: Mapping[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
-        if self.wandb is not None:
-            self.wandb.log(dict(values), step=step)
-
-    def image(self, step: int, tag: str, grid: torch.Tensor) -> None:
-        """``grid``: (3, H, W) float in [0, 1]."""
-        if self.enabled and self.tb is not None:
-            self.tb.add_image(tag, grid, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+    if isinstance(resume, str):
+        path = Path(resume)
+        if not (path / "state.pt").is_file():
+            raise TrainingError(f"--resume {resume}: not a checkpoint folder (no state.pt)")
+        try:
+            loaded, error = manager.read(path), None
+        except CheckpointError as e:
+            loaded, error = None, e
+        if not everyone(error is None):
+            raise error or CheckpointError(f"--resume {resume}: another process cannot read its files")
+        return (path, *loaded)
+    if resume:
+        return manager.newest_readable(everyone)
+    if manager.latest() is not None:
+        raise TrainingError(
+            f"{out} already holds checkpoints ({manager.latest().name}): pass --resume to continue that run, "
+            "or choose another train.output_dir"
+        )
+    return None

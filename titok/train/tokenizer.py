@@ -27,7 +27,7 @@ from titok.models import MaskGITVQGAN, TiTok, TiTokConfig, build_model
 from titok.models.tokenizer import check_proxy_teacher, two_stage_from
 from titok.train.codebook import CodebookConfig
 from titok.train.config import OptimConfig, RunConfig, model_section
-from titok.train.gan import GANConfig
+from titok.train.gan import GANConfig, resume_architecture
 from titok.train.heldout import HeldOutConfig
 from titok.train.loop import PreviewConfig, fit, seeded
 from titok.train.objectives import LossConfig, PixelObjective, ProxyObjective
@@ -181,7 +181,7 @@ def train_stage2(recipe: Stage2Recipe, resume: bool | str = False) -> Path:
     model = stage2_model(recipe)
     model.encoder.requires_grad_(False)  # with the latent tokens
     model.quantizer.requires_grad_(False)
-    rt = start(recipe.train, recipe.to_dict(), resume)
+    rt = start(recipe.train, recipe.to_dict(), resume, architecture=resume_architecture)
     return fit_pixels(rt, recipe, model.to(rt.device), frozen=("encoder", "quantizer"))
 
 
@@ -214,7 +214,7 @@ def stage2_model(recipe: Stage2Recipe) -> TiTok:
 def train_single_stage(recipe: SingleStageRecipe, resume: bool | str = False) -> Path:
     """Run the ``single_stage`` recipe; returns the exported tokenizer's folder (``output_dir/final``)."""
     config = recipe.model_config()
-    rt = start(recipe.train, recipe.to_dict(), resume)
+    rt = start(recipe.train, recipe.to_dict(), resume, architecture=resume_architecture)
     return fit_pixels(rt, recipe, seeded(lambda: build_model(config), recipe.train.seed, rt.device))
 
 

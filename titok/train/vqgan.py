@@ -21,7 +21,7 @@ from titok.data.build import DataConfig
 from titok.models import VQGANConfig, build_model
 from titok.train.codebook import CodebookConfig
 from titok.train.config import OptimConfig, RunConfig, model_section
-from titok.train.gan import GANConfig
+from titok.train.gan import GANConfig, resume_architecture
 from titok.train.heldout import HeldOutConfig
 from titok.train.loop import PreviewConfig, seeded
 from titok.train.objectives import LossConfig
@@ -49,5 +49,5 @@ class VQGANRecipe(Config):
 def train(recipe: VQGANRecipe, resume: bool | str = False) -> Path:
     """Run the ``vqgan`` recipe; returns the exported VQGAN's folder (``output_dir/final``)."""
     config = recipe.model_config()
-    rt = start(recipe.train, recipe.to_dict(), resume)
+    rt = start(recipe.train, recipe.to_dict(), resume, architecture=resume_architecture)
     return fit_pixels(rt, recipe, seeded(lambda: build_model(config), recipe.train.seed, rt.device))
