@@ -73,15 +73,24 @@ def _size(width: int, depth: int, heads: int) -> dict[str, object]:
 
 SIZES = {"XS": (64, 2, 2), "S": (128, 2, 4), "M": (192, 4, 6)}
 TOKENS = (4, 8, 16, 32, 64)
-RUNS = [Run(f"tokens{n}", {"model.num_tokens": n}) for n in TOKENS]
-RUNS += [Run(f"size{s}_tokens16", {"model.num_tokens": 16, **_size(*SIZES[s])}) for s in ("XS", "M")]
-# The 2-D twin: one token per patch. At 64 tokens with 4x4 patches (twin of tokens64), and at 16 tokens with 8x8
-# patches (beside a 1-D model with the same 8x8 patches).
+SWEEP_STEPS = 6000  # three epochs of 32 images
+# The sweep's tokenizers, built as the paper builds them: the 1-D model keeps its 4x4 patches whatever its token
+# count; the 2-D twin (one token per patch) has patches that grow as its tokens shrink (4 tokens: 16x16 patches).
+# Every run is scored on 1,000 held-out test images at each of its 6 checkpoints (the learning curves).
+SWEEP = {"heldout.source": "fashion-mnist:test", "heldout.num": 1000, "heldout.extractor": "fmnist"}
+
+
+def _sweep_run(name: str, overrides: dict[str, object]) -> Run:
+    return Run(name, {**SWEEP, **overrides}, steps=SWEEP_STEPS, checkpoints=6)
+
+
+RUNS = [_sweep_run(f"tokens{n}", {"model.num_tokens": n}) for n in TOKENS]
+RUNS += [_sweep_run(f"size{s}_tokens16", {"model.num_tokens": 16, **_size(*SIZES[s])}) for s in ("XS", "M")]
 RUNS += [
-    Run("grid_p4_tokens64", {"model.layout": "2d", "model.num_tokens": 64}),
-    Run("grid_p8_tokens16", {"model.layout": "2d", "model.num_tokens": 16, "model.patch_size": 8}),
-    Run("p8_tokens16", {"model.num_tokens": 16, "model.patch_size": 8}),
+    _sweep_run(f"grid_tokens{n}", {"model.layout": "2d", "model.num_tokens": n, "model.patch_size": 32 // side})
+    for n, side in ((4, 2), (16, 4), (64, 8))
 ]
+TWINS = [(f"tokens{n}", f"grid_tokens{n}", f"{n} tokens") for n in (64, 16, 4)]
 # Codebook-collapse remedies against today's recipe, at one budget; held-out scores (1,000 test images) at each
 # checkpoint give the learning curves.
 HELDOUT = {"heldout.source": "fashion-mnist:test", "heldout.num": 1000, "heldout.extractor": "fmnist"}
@@ -104,25 +113,59 @@ SCHEDULES = ("arccos", "linear", "cosine", "sqrt")
 STEPS = (4, 8, 16)
 
 
-def _titok(*args: object, threads: int) -> None:
+def _env(threads: int, device: str = "cpu") -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if device == "cpu":
+        env.update(ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+def _titok(*args: object, threads: int) -> None:
     cmd = [sys.executable, "-m", "titok.cli", *map(str, args)]
     print("$", " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=_env(threads))
 
 
 def train(args: argparse.Namespace) -> None:
+    """Train the group's runs that are not finished (resuming any that were cut short), ``args.jobs`` at a time."""
+    todo = []
     for run in GROUPS[args.group]:
+        out = Path(args.runs) / run.name
         if args.only and run.name not in args.only:
             continue
-        out = Path(args.runs) / run.name
         if (out / "final" / "config.json").exists():
             print(f"{run.name}: done ({out / 'final'})")
             continue
         resume = ["--resume"] if (out / "checkpoints").exists() else []
-        start = time.perf_counter()
-        _titok("train", "tokenizer", BASE, *resume, *run.args(out), threads=args.threads)
-        _merge({"train_seconds": {run.name: round(time.perf_counter() - start, 1)}})
+        todo.append((run, [sys.executable, "-m", "titok.cli", "train", "tokenizer", BASE, *resume, *run.args(out)]))
+    env = _env(args.threads, args.device)
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    running: list[tuple[Run, subprocess.Popen, float]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            run, cmd = todo.pop(0)
+            print("$", " ".join(map(str, cmd[2:])), flush=True)
+            log = open(Path(args.runs) / f"{run.name}.log", "ab")  # noqa: SIM115 (closed when the process ends)
+            running.append(
+                (
+                    run,
+                    subprocess.Popen(list(map(str, cmd)), cwd=ROOT, env=env, stdout=log, stderr=log),
+                    time.perf_counter(),
+                )
+            )
+        time.sleep(1)
+        for item in [r for r in running if r[1].poll() is not None]:
+            running.remove(item)
+            run, proc, start = item
+            if proc.returncode:
+                failed.append(run.name)
+                print(f"{run.name}: failed (exit {proc.returncode}), see {Path(args.runs) / run.name}.log", flush=True)
+            else:
+                _merge({"train_seconds": {run.name: round(time.perf_counter() - start, 1)}})
+                print(f"{run.name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    if failed:
+        raise SystemExit(f"failed runs: {', '.join(failed)}")
 
 
 def _merge(update: dict) -> dict:
@@ -667,14 +710,11 @@ def report(args: argparse.Namespace) -> None:
         out += [
             "**Finding.** The paper: more tokens reconstruct better, and a larger tokenizer needs fewer tokens for "
             f"the same quality. Here rFD-fmnist {tokens_verdict}; at 16 tokens it {size_verdict}. Every model here "
-            f"trained for {RUNS[0].steps:,} steps of 32 images (about half an epoch), with L2 alone, where the "
-            "paper's trained for hundreds of thousands of steps.",
+            f"trained for {RUNS[0].steps:,} steps of 32 images ({RUNS[0].steps * 32 / 60000:.1f} epochs), where "
+            "the paper's trained for hundreds of thousands of steps.",
             "",
         ]
-        pairs = [
-            ("tokens64", "grid_p4_tokens64", "64 tokens (4x4 patches)"),
-            ("p8_tokens16", "grid_p8_tokens16", "16 tokens (8x8 patches)"),
-        ]
+        pairs = TWINS
         rows, groups, wins = [], {}, []
         for one_d, two_d, label in pairs:
             if one_d in recon and two_d in recon:
@@ -682,14 +722,15 @@ def report(args: argparse.Namespace) -> None:
                     _row(f"1-D {label}", recon[one_d], run_overrides[one_d]),
                     _row(f"2-D {label}", recon[two_d], run_overrides[two_d]),
                 ]
-                groups[label.split(" (")[0]] = {"1-D": recon[one_d], "2-D": recon[two_d]}
+                groups[label] = {"1-D": recon[one_d], "2-D": recon[two_d]}
                 wins.append(recon[one_d]["rfd"] < recon[two_d]["rfd"])
         if rows:
             out += ["## 1-D TiTok against its 2-D twin at the same token budget (paper Table 3c)", ""]
             out += [
                 "The 2-D twin (`model.layout=2d`) is the same ViT with one token per patch, read off the patch "
-                "positions instead of from latent tokens; the 1-D model beside it has the same patches, widths, "
-                "depths, codebook and steps. "
+                "positions instead of from latent tokens, built as the paper builds it: at N tokens its patches are "
+                "32/sqrt(N) pixels wide, while the 1-D model keeps its 4x4 patches (64 of them) whatever N; widths, "
+                "depths, codebook and steps are the same. "
                 + HOW.format(base=BASE, steps=RUNS[0].steps, seed=SEED, num=RECON_IMAGES),
                 "",
                 _table(RECON_HEADER, rows),
@@ -705,7 +746,7 @@ def report(args: argparse.Namespace) -> None:
                 else "reproduced at some budgets only"
             )
             values = "; ".join(
-                f"{label.split(' (')[0]}: 1-D {_fmt(recon[a]['rfd'], 3)}, 2-D {_fmt(recon[b]['rfd'], 3)}"
+                f"{label}: 1-D {_fmt(recon[a]['rfd'], 3)}, 2-D {_fmt(recon[b]['rfd'], 3)}"
                 for a, b, label in pairs
                 if a in recon and b in recon
             )
@@ -784,6 +825,8 @@ def main(argv: list[str] | None = None) -> None:
         "--remedy-runs", default=str(ROOT / "runs" / "fmnist" / "remedies"), help="where the remedies group trained"
     )
     p.add_argument("--threads", type=int, default=2, help="CPU threads per job")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where train runs the tokenizers")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (e.g. 4 on one GPU)")
     p.add_argument("--results", default=str(RESULTS), help="the results JSON (report reads it)")
     p.add_argument("--doc", default=str(DOC), help="the Markdown file report writes (plots go beside it)")
     args = p.parse_args(argv)
