@@ -34,13 +34,19 @@ def image_statistics(
     """Statistics of every image of ``spec`` (see :func:`titok.eval.data.open_source`) preprocessed to ``size``,
     sharded over processes and merged; and the messages of the files that could not be read."""
     dataset, described = open_source(spec, size)
-    shard, scorer, skipped = current_shard(), FeatureScorer(extractor, len(dataset), with_is=False), []
+    shard, scorer, skipped = current_shard(), FeatureScorer(extractor, with_is=False), []
     batches = loader(dataset, shard.part(len(dataset)), batch_size, workers)
     for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=not progress or shard.rank != 0):
         skipped += batch.errors
         scorer.update(quantize(batch.images.to(extractor.device)), batch.indices)
-    stats, _ = scorer.finish({"source": described, "resolution": str(size), "preprocessing": preprocessing(size)})
-    return stats, gather_lists(skipped)
+    stats, _, count = scorer.finish(
+        {"source": described, "resolution": str(size), "preprocessing": preprocessing(size)}
+    )
+    skipped = list(getattr(dataset, "skipped", [])) + gather_lists(skipped)
+    if stats is None:
+        shown = "; ".join(skipped[:3]) + (f"; ... ({len(skipped)} in all)" if len(skipped) > 3 else "")
+        raise ValueError(f"statistics need at least 2 readable images of {spec}, got {count}: {shown}")
+    return stats, skipped
 
 
 def _fingerprint(spec: str) -> str:
