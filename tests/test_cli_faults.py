@@ -252,3 +252,26 @@ def test_a_truncated_zip_is_not_mistaken_for_a_good_one(tmp_path):
     _truncated(tmp_path / "c.npz", tmp_path / "t.npz")
     with pytest.raises(zipfile.BadZipFile):
         zipfile.ZipFile(tmp_path / "t.npz")
+
+
+@pytest.mark.parametrize("kind", ["text", "npy", "truncated", "short data"])
+def test_bad_npz_files_of_statistics_and_eval_data_are_named(ws, tmp_path, capsys, kind):
+    from titok.metrics.fid import Statistics
+
+    images = np.zeros((12, 32, 32, 3), np.uint8)
+    path = tmp_path / "bad.npz"
+    if kind == "text":
+        path.write_text("mu sigma\n")
+    elif kind == "npy":
+        np.save(tmp_path / "a.npy", images)
+        (tmp_path / "a.npy").rename(path)
+    else:
+        np.savez(tmp_path / "good.npz", arr_0=images, mu=np.zeros(2), sigma=np.eye(2))
+        data = (tmp_path / "good.npz").read_bytes()
+        path.write_bytes(data[: len(data) // 2] if kind == "truncated" else data[:200] + data[-100:])
+    with pytest.raises(ValueError, match=f"{path}"):
+        Statistics.load(path)
+    argv = ["eval", "recon", str(ws / "model"), str(path), "--extractor", "fmnist", "--device", "cpu", "--workers", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "pickled" not in err and "Traceback" not in err

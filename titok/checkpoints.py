@@ -226,6 +226,8 @@ def _hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[str, str]:
 
 def _folder_files(folder: Path) -> tuple[Path, Path]:
     config = folder / CONFIG_NAME
+    if config.exists() and not config.is_file():
+        raise ValueError(f"{config} is not a regular file")
     if not config.is_file():
         raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}")
     for name in (SAFETENSORS_NAME, PICKLE_NAME):

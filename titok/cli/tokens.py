@@ -8,10 +8,7 @@ import io
 import json
 import math
 import os
-import stat
 import sys
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +26,7 @@ from titok.cli import (
     load_model,
 )
 from titok.data.images import MAX_ASPECT_RATIO, find_images, iter_image_batches, save_png, to_uint8
-from titok.io import atomic_write
+from titok.io import atomic_write, read_npz
 
 PREPROCESS = (
     "Images of any size and mode are converted to RGB, resized so that their shorter side is the model's resolution "
@@ -148,32 +145,12 @@ def run_tokenize(args: argparse.Namespace) -> int:
     return _report(failures, total)
 
 
-NPZ_MAGIC = b"PK"  # a zip archive, as np.savez writes
-NPY_MAGIC = b"\x93NUMPY"
-
-
 def _open_npz(path: str) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``; ``CommandError`` naming the file and the problem otherwise."""
     try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(mode):
-        raise CommandError(f"{path} is not a regular file")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(NPY_MAGIC):
-        raise CommandError(
-            f"{path} is a single .npy array, not an .npz archive: save it with np.savez(path, codes=...)"
-        )
-    if not head.startswith(NPZ_MAGIC):
-        found = "it is empty" if not head else f"it starts with {head!r}"
-        raise CommandError(f"{path} is not an .npz archive (a zip file written by np.savez): {found}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
-        raise CommandError(f"cannot read {path} (damaged or truncated?): {type(e).__name__}: {e}") from None
+        return read_npz(path)
+    except (ValueError, FileNotFoundError) as e:
+        raise CommandError(str(e)) from None
 
 
 def _check_codes(path: str, values: np.ndarray, model) -> np.ndarray:

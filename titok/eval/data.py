@@ -9,6 +9,7 @@ crop S x S.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from titok.data.images import check_size, find_images, load_image, preprocess_array
+from titok.io import check_npz
 
 FASHION_MNIST = "fashion-mnist"
 
@@ -53,6 +55,8 @@ class NpzImages(Dataset):
         self.offset, self.shape = npz_array_location(path, key)
         if len(self.shape) != 4 or self.shape[3] != 3:
             raise ValueError(f"{path}: {key} has shape {self.shape}; expected N x H x W x 3 uint8 images")
+        if os.path.getsize(path) < self.offset + int(np.prod(self.shape)):
+            raise ValueError(f"{path} is truncated: {key} {self.shape} does not fit in the file")
         try:
             check_size(self.shape[2], self.shape[1], size)
         except ValueError as e:
@@ -73,6 +77,14 @@ class NpzImages(Dataset):
 
 def npz_array_location(path: str | Path, key: str) -> tuple[int, tuple[int, ...]]:
     """Byte offset in the file and shape of the uint8 array ``key`` stored uncompressed in the ``.npz`` ``path``."""
+    check_npz(path)
+    try:
+        return _npz_array_location(path, key)
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise ValueError(f"cannot read {path} (damaged or truncated): {type(e).__name__}: {e}") from None
+
+
+def _npz_array_location(path: str | Path, key: str) -> tuple[int, tuple[int, ...]]:
     with zipfile.ZipFile(path) as zf:
         try:
             info = zf.getinfo(f"{key}.npy")

@@ -8,15 +8,16 @@ import json
 import logging
 import os
 import re
+import zipfile
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from titok.data.images import quantize
 from titok.eval.data import FASHION_MNIST, loader, open_source
 from titok.eval.dist import barrier, current_shard, gather_lists
 from titok.eval.scoring import FeatureScorer, preprocessing
+from titok.io import check_npz
 from titok.metrics.extractors import FeatureExtractor
 from titok.metrics.fid import Statistics
 
@@ -65,11 +66,13 @@ def _fingerprint(spec: str) -> str:
 def _holds_statistics(path: Path) -> bool:
     """Whether an ``.npz`` holds ``mu``/``sigma`` to use as they are (an ``arr_0`` of images wins: the statistics
     inside an ADM reference batch come from TensorFlow's Inception graph, not from this extractor)."""
+    check_npz(path)
     try:
-        with np.load(path) as data:
-            return "arr_0" not in data.files and "mu" in data.files and "sigma" in data.files
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"cannot read {path} (damaged or truncated): {e}") from None
+    return "arr_0.npy" not in names and {"mu.npy", "sigma.npy"} <= names
 
 
 def reference_statistics(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from titok.io import atomic_write
+from titok.io import atomic_write, read_npz
 
 
 def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
@@ -82,15 +82,18 @@ class Statistics:
     def load(cls, path: str | Path) -> Statistics:
         """Read an ``.npz`` holding ``mu`` and ``sigma`` (titok's, pytorch-fid's or torch-fidelity's); the count and
         metadata are empty when the file has none."""
+        data = read_npz(path)
+        if "mu" not in data or "sigma" not in data:
+            raise ValueError(f"{path} holds no 'mu' and 'sigma' (it has {sorted(data)})")
         try:
-            with np.load(path) as data:
-                if "mu" not in data or "sigma" not in data:
-                    raise ValueError(f"{path} holds no 'mu' and 'sigma' (it has {sorted(data.files)})")
-                meta = json.loads(str(data["meta"])) if "meta" in data else {}
-                count = int(data["count"]) if "count" in data else 0
-                return cls(data["mu"].astype(np.float64), data["sigma"].astype(np.float64), count, meta)
-        except (OSError, json.JSONDecodeError) as e:
+            meta = json.loads(str(data["meta"])) if "meta" in data else {}
+            count = int(data["count"]) if "count" in data else 0
+            mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+        except (TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
             raise ValueError(f"cannot read statistics from {path}: {e}") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"cannot read statistics from {path}: 'meta' is not a JSON object")
+        return cls(mu, sigma, count, meta)
 
 
 class FeatureStats:
