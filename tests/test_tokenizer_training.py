@@ -229,7 +229,7 @@ def test_nan_loss_stops_with_the_last_checkpoint_intact(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(objectives, "reconstruction_loss", poisoned)
     path = recipe_file(tmp_path / "n.yaml", "single_stage", model=TITOK, losses=NO_PERCEPTUAL, gan=GAN)
-    assert main(["train", "tokenizer", str(path), "train.max_steps=8"]) == 1
+    assert main(["train", "tokenizer", str(path), "train.max_steps=8"]) == 2
     assert "step 5: loss = nan, rec = nan; stopping (the last good checkpoint" in caplog.text
     checkpoints = tmp_path / "n_run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]

@@ -19,8 +19,9 @@ EXIT_OK, EXIT_SKIPPED, EXIT_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 
 EXIT_CODES = f"""exit status:
   {EXIT_OK}    all done
   {EXIT_SKIPPED}    done, but some inputs were skipped (each is named on stderr, and in the output where it has a list)
-  {EXIT_INPUT}    usage or input error: a bad option, model, recipe or output path, no readable input (the
-       message says which); checked before the work starts wherever it can be
+  {EXIT_INPUT}    usage or input error, or a run that cannot go on: a bad option, model, recipe or output path, no
+       readable input, a training run stopped on a NaN loss (the message says which); checked before the work
+       starts wherever it can be
   {EXIT_FAILURE}    unexpected failure (a bug, or a fault such as running out of memory): one line, -v for the traceback
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 

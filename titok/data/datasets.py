@@ -130,7 +130,7 @@ class ImageFolder(_Indexed):
             try:
                 array = read_image(self.files[i], self.preprocess.size)
             except ValueError as e:
-                logger.warning("skipped: %s", e)
+                logger.warning("skipped unreadable image: %s", e)
                 continue
             return self.preprocess(torch.from_numpy(array.copy()).permute(2, 0, 1), seed), self.labels[i], attempt
         raise ValueError(f"none of the {len(self.files)} files under the dataset root is a readable image")
