@@ -254,6 +254,13 @@ def test_a_truncated_zip_is_not_mistaken_for_a_good_one(tmp_path):
         zipfile.ZipFile(tmp_path / "t.npz")
 
 
+def test_eval_data_that_is_a_fifo_is_named(ws, tmp_path, capsys):
+    os.mkfifo(tmp_path / "data.npz")
+    argv = ["eval", "stats", str(tmp_path / "data.npz"), "--size", "32", "-o", str(tmp_path / "s.npz")]
+    assert _in_time(lambda: main([*argv, "--extractor", "fmnist", "--device", "cpu"])) == 2
+    assert f"{tmp_path / 'data.npz'} is a FIFO (named pipe); expected a folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["text", "npy", "truncated", "short data"])
 def test_bad_npz_files_of_statistics_and_eval_data_are_named(ws, tmp_path, capsys, kind):
     from titok.metrics.fid import Statistics

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from titok.data.files import file_kind
 from titok.data.images import check_size, find_images, load_image, preprocess_array
 from titok.io import check_npz
 
@@ -138,6 +139,9 @@ def open_source(spec: str, size: int, limit: int | None = None) -> tuple[Dataset
             raise ValueError(f"{spec} holds no image files" + "".join(f"; skipped {r}" for _, r in skipped[:3]))
         dataset = ImageFiles(files[:limit], size, [reason for _, reason in skipped])
         return dataset, str(Path(spec).resolve())
+    elif os.path.exists(spec):
+        what = "a file that is not an .npz" if Path(spec).is_file() else file_kind(os.stat(spec).st_mode)
+        raise ValueError(f"{spec} is {what}; expected a folder of images, an .npz or {FASHION_MNIST}:train|test")
     else:
         raise FileNotFoundError(f"no such folder or .npz: {spec} (or use {FASHION_MNIST}:train / {FASHION_MNIST}:test)")
     if limit is not None and limit < len(dataset):
