@@ -2,11 +2,13 @@
 
 >>> import titok
 >>> tokenizer = titok.load("yucornetto/tokenizer_titok_l32_imagenet")   # or a folder, or a file + preset=
+>>> images = tokenizer.preprocess(["photo.jpg", "folder/"])  # or titok.load_images(paths or PIL images, 256)
 >>> codes = tokenizer.tokenize(images)            # (B, 3, 256, 256) in [0, 1] -> (B, 32) int64
 >>> images = tokenizer.detokenize(codes).clamp(0, 1)
 """
 
 from titok.checkpoints import load
+from titok.data.images import load_images
 from titok.models import (
     BertGenerator,
     GeneratorConfig,
@@ -41,4 +43,5 @@ __all__ = [
     "create_model",
     "list_models",
     "load",
+    "load_images",
 ]

@@ -55,6 +55,17 @@ class TitokModel(
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Image files, folders or PIL images -> (B, 3, S, S) float32 in [0, 1] on the model's device, at the
+        model's resolution S: the input of ``tokenize``/``encode``, the pixels every titok command and training run
+        reads (see :func:`titok.load_images`)."""
+        from titok.data.images import load_images
+
+        size = getattr(self, "image_size", None)
+        if size is None:
+            raise TypeError(f"{type(self).__name__} reads no images (it has no image_size)")
+        return load_images(images, size).to(self.device)
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute transformer blocks' activations in backward (less memory, about a third more compute)."""
         for module in self.modules():
