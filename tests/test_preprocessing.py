@@ -52,9 +52,9 @@ def test_a_photo_gives_the_same_pixels_and_codes_through_every_entry_point(tmp_p
         "titok.load_images(PIL)": titok.load_images([Image.open(folder / "p.png")], size)[0],
         "eval folder": open_source(str(folder), size)[0][0][0],
         "eval npz": open_source(str(tmp_path / "p.npz"), size)[0][0][0],
-        "training data, evaluation": build_dataset(DataConfig(source="folder", path=str(folder)), size, train=False)[
+        "training data, evaluation": build_dataset(DataConfig(source="folder", path=str(folder)), size, train=False)[0][
             0
-        ][0],
+        ],
         "webdataset": next(iter(ShardStream([str(tmp_path / "train-0000.tar")], Preprocess(size), seed=0)))[0],
         "training, no augmentation": Preprocess(size)(torch.from_numpy(_photo(384, 512)).permute(2, 0, 1), seed=3),
     }

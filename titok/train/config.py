@@ -1,4 +1,4 @@
-"""Recipe files: YAML in ``configs/``, ``key=value`` overrides, strict typed sections.
+"""Recipe files: YAML (shipped ones in ``titok/configs/``), ``key=value`` overrides, strict typed sections.
 
 A recipe is a YAML mapping with a ``recipe`` name and sections; each recipe module defines a :class:`Config`
 subclass of the whole file, so an unknown key or a wrongly typed value anywhere is an error that names it.
