@@ -97,9 +97,14 @@ def add_model_argument(parser: argparse.ArgumentParser, name: str = "model", fla
     parser.add_argument(
         name,
         help="a folder (titok's or the reference's layout), a Hugging Face Hub id, a released preset name, "
-        f"or a preset name with {flag} FILE",
+        f"a preset name with {flag} FILE, or a training checkpoint folder (runs/x/checkpoints/checkpoint-N)",
     )
-    parser.add_argument(flag, metavar="FILE", help="a bare weights file (.safetensors/.bin) of the preset MODEL")
+    parser.add_argument(
+        flag,
+        metavar="FILE|ema|raw",
+        help=f"a bare weights file (.safetensors/.bin) of the preset named by {name.upper()}; or, for a training "
+        "checkpoint folder, which of its weights: ema (default) or raw",
+    )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -135,9 +140,16 @@ def sampling_options(args: argparse.Namespace) -> dict:
 
 
 def load_model(spec: str, weights: str | None, device: torch.device):
+    """The model ``spec`` names (see :func:`add_model_argument`); ``weights`` a weights file of the preset
+    ``spec``, or ``ema``/``raw`` for a training checkpoint folder."""
     import titok
+    from titok.checkpoint_folder import WEIGHT_CHOICES, is_checkpoint
 
     try:
+        if weights in WEIGHT_CHOICES and (is_checkpoint(spec) or not Path(weights).is_file()):
+            if not is_checkpoint(spec):
+                raise CommandError(f"--weights {weights} chooses a training checkpoint's weights; {spec} is not one")
+            return titok.load(spec, device=device, weights=weights)
         if weights:
             return titok.load(weights, preset=spec, device=device)
         return titok.load(spec, device=device)
@@ -147,7 +159,7 @@ def load_model(spec: str, weights: str | None, device: torch.device):
 
 def build_parser() -> argparse.ArgumentParser:
     from titok import __version__
-    from titok.cli import demo, evaluate, generate, tokens, train
+    from titok.cli import demo, evaluate, export, generate, tokens, train
 
     parser = argparse.ArgumentParser(
         prog="titok",
@@ -157,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, tokens, generate, train, evaluate):
+    for module in (demo, tokens, generate, train, evaluate, export):
         module.add_parsers(sub)
     return parser
 
