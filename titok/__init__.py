@@ -7,23 +7,48 @@
 >>> images = tokenizer.detokenize(codes).clamp(0, 1)
 """
 
-from titok.checkpoints import load
-from titok.data.images import load_images
-from titok.models import (
-    BertGenerator,
-    GeneratorConfig,
-    MaskedGenerator,
-    MaskGITVQGAN,
-    SamplingConfig,
-    TiTok,
-    TiTokConfig,
-    UViTGenerator,
-    ViTConfig,
-    VQGANConfig,
-    create_model,
-    list_models,
-)
-from titok.quantizers import DiagonalGaussian, QuantizerOutput
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562), so that `import titok.cli` and `titok --help` do not import torch.
+_LAZY = {
+    "load": "titok.checkpoints",
+    "load_images": "titok.data.images",
+    "DiagonalGaussian": "titok.quantizers",
+    "QuantizerOutput": "titok.quantizers",
+    **dict.fromkeys(
+        (
+            "BertGenerator",
+            "GeneratorConfig",
+            "MaskedGenerator",
+            "MaskGITVQGAN",
+            "SamplingConfig",
+            "TiTok",
+            "TiTokConfig",
+            "UViTGenerator",
+            "ViTConfig",
+            "VQGANConfig",
+            "create_model",
+            "list_models",
+        ),
+        "titok.models",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in ("models", "checkpoints", "quantizers", "data", "sampling"):
+        return importlib.import_module(f"titok.{name}")
+    raise AttributeError(f"module 'titok' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

@@ -10,8 +10,42 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
-import torch
+
+class _LazyModule(ModuleType):
+    """A module imported on first attribute access: the CLI's modules use torch only inside commands, so that
+    ``titok --help`` (and every command's ``--help``) starts without importing it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+def lazy(name: str) -> ModuleType:
+    """``name``, imported when an attribute of it is first used."""
+    return _LazyModule(name)
+
+
+torch = lazy("torch")
+
+
+def no_grad(function):
+    """``@no_grad`` that imports torch when ``function`` runs, not when it is defined."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with torch.no_grad():
+            return function(*args, **kwargs)
+
+    return wrapper
+
 
 logger = logging.getLogger("titok")
 
@@ -107,11 +141,14 @@ def add_model_argument(parser: argparse.ArgumentParser, name: str = "model", fla
     )
 
 
+# titok.sampling's names (a test checks that they agree), here so that building the parser imports no torch
+MASK_SCHEDULES = ("arccos", "cosine", "linear", "square", "sqrt")
+GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """MaskGIT sampling options under the reference's names (unset: the generator's own settings); read them back
     with :func:`sampling_options`."""
-    from titok.sampling import GUIDANCE_DECAYS, MASK_SCHEDULES
-
     parser.add_argument("--steps", type=int, dest="num_sample_steps", help="sampling steps")
     parser.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance scale")
     parser.add_argument("--guidance-decay", choices=list(GUIDANCE_DECAYS), dest="guidance_decay")
@@ -171,7 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, tokens, generate, train, evaluate, export):
         module.add_parsers(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Options must be spelled whole in every (sub)command: a prefix such as ``--num`` must not silently mean
+    ``--num-workers``."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,16 +23,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from titok.data.files import IMAGE_EXTENSIONS, file_kind, find_images
+from titok.data.files import IMAGE_EXTENSIONS, MAX_ASPECT_RATIO, file_kind, find_images
 from titok.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images"]  # re-exported: they lived here first
+__all__ = ["IMAGE_EXTENSIONS", "MAX_ASPECT_RATIO", "find_images"]  # re-exported: they lived here first
 
-# The longer side may be at most this many times the shorter. Resizing the shorter side to S makes the longer one
-# S * ratio, so a 1 x 3,000,000 strip (a 3 KB PNG) would become a 256 x 768,000,000 image: refused instead.
-MAX_ASPECT_RATIO = 32
 
 ORIENTATION_TAG = 0x0112  # EXIF: how the stored pixels are turned
 
