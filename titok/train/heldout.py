@@ -71,7 +71,7 @@ class HeldOut:
         usage = CodebookUsage(tokenizer.codebook_size, device) if tokenizer.codebook_size else None
         real = fake = None
         if self.extractor is not None:
-            real, fake = (FeatureScorer(self.extractor, len(self.dataset), with_is=False) for _ in range(2))
+            real, fake = (FeatureScorer(self.extractor, with_is=False) for _ in range(2))
         generator = torch.Generator(device).manual_seed(shard.rank)
         for batch in loader(self.dataset, shard.part(len(self.dataset)), self.cfg.batch_size, 0):
             if not len(batch.images):
