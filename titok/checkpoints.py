@@ -110,20 +110,45 @@ def match_state_dict(
     return out
 
 
-def instantiate(config: Config, state: Mapping[str, torch.Tensor], source: str, origin=None) -> TitokModel:
-    """Build the model of ``config`` without random initialisation and load ``state`` into it strictly."""
+def check_finite(state: Mapping[str, torch.Tensor], source: str, origin: Mapping[str, str] | None = None) -> None:
+    """Raise ``ValueError`` naming the tensors of ``state`` that hold NaN or infinite values (with their names in
+    ``source``'s layout when ``origin`` maps them): such weights make every output NaN, or every code 0."""
+    bad = []
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                stored = f" (stored as {origin[key]!r})" if origin and key in origin else ""
+                bad.append(f"{key!r}{stored}: {count:,} of {value.numel():,} values")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more tensor(s)" if len(bad) > 5 else "")
+        raise ValueError(
+            f"{source} holds NaN or infinite weights: {shown} (pass allow_nonfinite=True to load them anyway)"
+        )
+
+
+def instantiate(
+    config: Config, state: Mapping[str, torch.Tensor], source: str, origin=None, allow_nonfinite: bool = False
+) -> TitokModel:
+    """Build the model of ``config`` without random initialisation and load ``state`` into it strictly; weights
+    that are not finite are refused (see :func:`check_finite`) unless ``allow_nonfinite``."""
     with torch.device("meta"):
         model = build_model(config)
     state = match_state_dict(model, state, source, origin)
+    if not allow_nonfinite:
+        check_finite(state, source, origin)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
 
 def _parse_ours(meta: Mapping[str, Any], source: str) -> Config:
     arch = meta.get("architecture")
-    if arch not in MODEL_CLASSES:
+    if not isinstance(arch, str) or arch not in MODEL_CLASSES:
         raise ValueError(f"{source}: unknown architecture {arch!r}; expected one of {sorted(MODEL_CLASSES)}")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{source}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{source}: format_version {meta['format_version']} is newer than this titok reads")
     config = MODEL_CLASSES[arch].config_class.from_dict(meta.get("config", {}), where=f"{source}: config")
     if model_class(config).__name__ != arch:
@@ -131,33 +156,53 @@ def _parse_ours(meta: Mapping[str, Any], source: str) -> Config:
     return config
 
 
-def from_files(config_path: str | Path, weights_path: str | Path, device: str | torch.device = "cpu") -> TitokModel:
-    """A model from a ``config.json`` (titok's or the reference's) and its weights file."""
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ``ValueError`` naming the file if it is not UTF-8 JSON holding an object."""
     try:
-        raw = json.loads(Path(config_path).read_text())
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path} is not valid JSON: {e}") from None
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} holds a JSON {type(raw).__name__}; expected an object ({{...}}) describing a model")
+    return raw
+
+
+def from_files(
+    config_path: str | Path,
+    weights_path: str | Path,
+    device: str | torch.device = "cpu",
+    allow_nonfinite: bool = False,
+) -> TitokModel:
+    """A model from a ``config.json`` (titok's or the reference's) and its weights file."""
+    raw = read_config(config_path)
     state = read_weights(weights_path, device)
     if raw.get("format") == FORMAT:
-        return instantiate(_parse_ours(raw, str(config_path)), state, str(weights_path))
+        return instantiate(_parse_ours(raw, str(config_path)), state, str(weights_path), None, allow_nonfinite)
     if not reference.is_reference_config(raw):
         raise ValueError(f"{config_path} is neither a titok config nor a reference (model.vq_model/generator) one")
     kind = reference.detect(set(state))
     if kind is None:
         raise ValueError(f"{weights_path} holds no TiTok, MaskGIT-VQGAN or generator weights that titok knows")
-    config = reference.config_for(raw, kind)
+    try:
+        config = reference.config_for(raw, kind)
+    except (TypeError, AttributeError, KeyError) as e:  # a value of the wrong JSON type somewhere in the file
+        raise ValueError(f"{config_path}: malformed reference config ({type(e).__name__}: {e})") from None
     converted, origin = reference.convert_state_dict(state, config)
-    return instantiate(config, converted, f"{weights_path} (reference layout)", origin)
+    return instantiate(config, converted, f"{weights_path} (reference layout)", origin, allow_nonfinite)
 
 
-def from_weights(path: str | Path, preset: str, device: str | torch.device = "cpu") -> TitokModel:
+def from_weights(
+    path: str | Path, preset: str, device: str | torch.device = "cpu", allow_nonfinite: bool = False
+) -> TitokModel:
     """A model of architecture ``preset`` from a bare weights file, in titok's or the reference's key names."""
     config = get_preset(preset).config
     state = read_weights(path, device)
     if reference.detect(set(state)) is None:  # titok's own key names
-        return instantiate(config, state, str(path))
+        return instantiate(config, state, str(path), None, allow_nonfinite)
     converted, origin = reference.convert_state_dict(state, config)
-    return instantiate(config, converted, f"{path} (reference layout, preset {preset})", origin)
+    return instantiate(config, converted, f"{path} (reference layout, preset {preset})", origin, allow_nonfinite)
 
 
 def _hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[str, str]:
@@ -181,6 +226,8 @@ def _hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[str, str]:
 
 def _folder_files(folder: Path) -> tuple[Path, Path]:
     config = folder / CONFIG_NAME
+    if config.exists() and not config.is_file():
+        raise ValueError(f"{config} is not a regular file")
     if not config.is_file():
         raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}")
     for name in (SAFETENSORS_NAME, PICKLE_NAME):
@@ -193,6 +240,7 @@ def load(
     path_or_hub_id: str | Path,
     preset: str | None = None,
     device: str | torch.device | None = None,
+    allow_nonfinite: bool = False,
     **hub_kwargs: Any,
 ) -> TitokModel:
     """Load a tokenizer, 2-D VQGAN or generator, in eval mode, on ``device`` (default CPU).
@@ -201,6 +249,9 @@ def load(
     ``model.safetensors`` or ``pytorch_model.bin``); a bare weights file, whose architecture ``preset`` names
     (e.g. ``maskgit-vqgan-imagenet-f16-256.bin`` with ``preset="maskgit_vqgan"``); a Hub id; or the name of a
     released preset (its Hub repo). ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download``.
+
+    Weights holding NaN or infinite values are refused with an error naming the tensors, unless
+    ``allow_nonfinite=True``. A ``config.json`` that is not a JSON object is a ``ValueError``.
     """
     device = torch.device(device or "cpu")
     path = Path(path_or_hub_id)
@@ -209,12 +260,12 @@ def load(
             raise ValueError(
                 f"{path} is a bare weights file: name its architecture with preset= (one of {list(PRESETS)})"
             )
-        return from_weights(path, preset, device)
+        return from_weights(path, preset, device, allow_nonfinite)
     if preset is not None:
         raise ValueError(f"preset= names the architecture of a bare weights file, but {path_or_hub_id} is not a file")
     if path.is_dir():
         config, weights = _folder_files(path)
-        return from_files(config, weights, device)
+        return from_files(config, weights, device, allow_nonfinite)
     name = str(path_or_hub_id)
     if name in PRESETS:
         hub_id = PRESETS[name].hub_id
@@ -224,4 +275,4 @@ def load(
     if name.count("/") != 1 or name.startswith((".", "/")):
         raise FileNotFoundError(f"{path_or_hub_id!r} is not a file, a folder, a preset name or a Hub id (owner/name)")
     config, weights = _hub_files(name, **hub_kwargs)
-    return from_files(config, weights, device)
+    return from_files(config, weights, device, allow_nonfinite)

@@ -4,16 +4,69 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 logger = logging.getLogger("titok")
 
+EXIT_OK, EXIT_SKIPPED, EXIT_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}    all done
+  {EXIT_SKIPPED}    done, but some inputs were skipped (each is named on stderr, and in the output where it has a list)
+  {EXIT_INPUT}    usage or input error, or a run that cannot go on: a bad option, model, recipe or output path, no
+       readable input, a training run stopped on a NaN loss (the message says which); checked before the work
+       starts wherever it can be
+  {EXIT_FAILURE}    unexpected failure (a bug, or a fault such as running out of memory): one line, -v for the traceback
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+
 
 class CommandError(Exception):
     """A failure to report as ``error: ...`` with exit status 2 (bad input), without a traceback."""
+
+
+def check_output_file(path: str | None, flag: str) -> None:
+    """Raise ``CommandError`` unless a file can be written at ``path`` (None: no output): not a folder, in a folder
+    that exists or can be made, and writable. Called before the work, so that no result is lost at the end."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CommandError(f"{flag} {path} is a folder; give the path of the file to write")
+    if target.exists() and not target.is_file():
+        raise CommandError(f"{flag} {path} exists and is not a regular file")
+    _check_writable(target.parent, flag, path)
+
+
+def check_output_dir(path: str | None, flag: str) -> None:
+    """Raise ``CommandError`` unless ``path`` is a folder (existing or not yet made) that files can be written in."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise CommandError(f"{flag} {path} exists and is not a folder")
+    _check_writable(target, flag, path)
+
+
+def _check_writable(folder: Path, flag: str, path: str) -> None:
+    """Write and delete a probe file in ``folder`` or, if it does not exist yet, in its nearest existing parent
+    (where it would be made); nothing is created."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CommandError(f"{flag} {path}: {existing} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".titok-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CommandError(f"{flag} {path}: cannot write in {existing} ({e.strerror or e})") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -99,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="titok",
         description="Compact 1-D image tokenizers (TiTok) and MaskGIT generators.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv``; returns the exit status (see ``EXIT_CODES``)."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must not crash a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot read positional key=value overrides that follow an option (`CONFIG --resume a=1`)
@@ -127,7 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug or a fault: one line (and the traceback with -v), never a bare traceback
+        verbose = getattr(args, "verbose", False)
+        if verbose:
+            traceback.print_exc()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        hint = "" if verbose else " (run with -v for the traceback)"
+        print(f"error: unexpected failure: {type(e).__name__}{': ' + first if first else ''}{hint}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -72,16 +72,18 @@ class TitokModel(
         pretrained_model_name_or_path: str | Path,
         *,
         device: str | torch.device | None = None,
+        allow_nonfinite: bool = False,
         **hub_kwargs: Any,
     ) -> TitokModel:
         """Load a model saved by ``save_pretrained`` (a folder or a Hub id) or in the reference layout.
 
         ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` (``revision``, ``cache_dir``, ``token``,
-        ``local_files_only``, ``force_download``). Raises ``TypeError`` if the files hold another kind of model.
+        ``local_files_only``, ``force_download``). Raises ``TypeError`` if the files hold another kind of model,
+        ``ValueError`` if the weights hold NaN or infinite values (unless ``allow_nonfinite``).
         """
         from titok.checkpoints import load
 
-        model = load(pretrained_model_name_or_path, device=device, **hub_kwargs)
+        model = load(pretrained_model_name_or_path, device=device, allow_nonfinite=allow_nonfinite, **hub_kwargs)
         if not isinstance(model, cls):
             raise TypeError(f"{pretrained_model_name_or_path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
