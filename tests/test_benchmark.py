@@ -42,3 +42,15 @@ def test_stream_memory_benchmark_smoke(tmp_path):
     (row,) = json.loads(out.read_text())["results"]
     assert row["buffer"] == "4" and row["peak_reader_mb"] >= 0 and row["samples_per_s"] > 0
     assert "peak MB per reader" in done.stdout
+
+
+def test_startup_benchmark_smoke(tmp_path):
+    out = tmp_path / "startup.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--runs", "1", "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r["command"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"import torch", "titok --help", "titok info"}
+    assert rows["import torch"]["ratio_to_import_torch"] == 1.0
+    assert all(r["seconds"] > 0 for r in rows.values())
+    assert "x import torch" in done.stdout

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -20,6 +23,7 @@ from titok import reference
 from titok.config import Config
 from titok.io import atomic_write
 from titok.models import MODEL_CLASSES, PRESETS, TitokModel, build_model, get_preset, model_class
+from titok.skeleton import skeleton
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +136,7 @@ def instantiate(
 ) -> TitokModel:
     """Build the model of ``config`` without random initialisation and load ``state`` into it strictly; weights
     that are not finite are refused (see :func:`check_finite`) unless ``allow_nonfinite``."""
-    with torch.device("meta"):
+    with skeleton():
         model = build_model(config)
     state = match_state_dict(model, state, source, origin)
     if not allow_nonfinite:
@@ -205,19 +209,45 @@ def from_weights(
     return instantiate(config, converted, f"{path} (reference layout, preset {preset})", origin, allow_nonfinite)
 
 
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub ``endpoint`` opens within ``timeout`` seconds (True behind a proxy,
+    which this cannot probe): without one, ``huggingface_hub`` retries for ~25 s before giving up."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(endpoint)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[str, str]:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    elif hub_kwargs.get("local_files_only"):
+        why = "local_files_only=True"
+    elif not _hub_reachable(constants.ENDPOINT):
+        why, hub_kwargs = (
+            f"{constants.ENDPOINT} cannot be reached (no network?)",
+            {**hub_kwargs, "local_files_only": True},
+        )
+    else:
+        why = "the Hub did not answer"
     try:
         config = hf_hub_download(repo_id, CONFIG_NAME, **hub_kwargs)
         try:
             weights = hf_hub_download(repo_id, SAFETENSORS_NAME, **hub_kwargs)
         except EntryNotFoundError:
             weights = hf_hub_download(repo_id, PICKLE_NAME, **hub_kwargs)
-    except LocalEntryNotFoundError as e:
+    except LocalEntryNotFoundError:
         raise FileNotFoundError(
-            f"{repo_id!r} is not a local path, and its files are neither cached nor downloadable (offline?): {e}"
+            f"{repo_id!r} is not a local path nor a cached Hub model ({why}, so only the local cache was looked "
+            "at). Download it once with network access "
+            "(or copy its folder here and pass the folder); with HF_HUB_OFFLINE=1 titok never tries the network"
         ) from None
     except HfHubHTTPError as e:
         raise FileNotFoundError(f"cannot fetch {repo_id!r} from the Hugging Face Hub: {e}") from None

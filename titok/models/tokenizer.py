@@ -24,6 +24,7 @@ from titok.models.base import ImageTokenizer
 from titok.models.grid import GridDecoder, GridEncoder
 from titok.models.vqgan import MaskGITVQGAN, VQGANConfig, VQGANDecoder
 from titok.quantizers import DiagonalGaussian, FiniteScalarQuantizer, QuantizerOutput, VectorQuantizer
+from titok.skeleton import skeleton
 
 
 @dataclass(frozen=True)
@@ -438,7 +439,7 @@ def two_stage_from(stage1: TiTok, vqgan: MaskGITVQGAN) -> TiTok:
     state.update({f"head.proxy.{k}": v for k, v in stage1.head.state_dict().items()})
     state["head.codebook.weight"] = vqgan.quantizer.embedding.weight
     state.update({f"head.pixel_decoder.{k}": v for k, v in vqgan.decoder.state_dict().items()})
-    with torch.device("meta"):
+    with skeleton():
         model = TiTok(config)
     model.load_state_dict({k: v.detach().cpu().clone() for k, v in state.items()}, strict=True, assign=True)
     return model
