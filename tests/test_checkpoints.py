@@ -152,7 +152,7 @@ def test_preset_name_resolves_to_its_release(tmp_path):
 
 
 def test_hub_id_not_cached_offline(tmp_path):
-    with pytest.raises(FileNotFoundError, match="local_files_only=True.*HF_HUB_OFFLINE"):
+    with pytest.raises(FileNotFoundError, match=r"local_files_only=True.*HF_HUB_OFFLINE"):
         titok.load("someone/absent", cache_dir=tmp_path, local_files_only=True)
 
 

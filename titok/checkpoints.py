@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import torch
 
 from titok import reference
-from titok.config import Config
+from titok.config import Config, did_you_mean
 from titok.io import atomic_write
 from titok.models import MODEL_CLASSES, PRESETS, TitokModel, build_model, get_preset, model_class
 from titok.skeleton import skeleton
@@ -315,6 +315,9 @@ def load(
             raise ValueError(f"preset {name!r} has no released weights; build it with titok.create_model({name!r})")
         name = hub_id
     if name.count("/") != 1 or name.startswith((".", "/")):
-        raise FileNotFoundError(f"{path_or_hub_id!r} is not a file, a folder, a preset name or a Hub id (owner/name)")
+        hint = did_you_mean(name, [p for p in PRESETS if PRESETS[p].hub_id])
+        raise FileNotFoundError(
+            f"{path_or_hub_id!r} is not a file, a folder, a preset name or a Hub id (owner/name){hint}"
+        )
     config, weights = _hub_files(name, **hub_kwargs)
     return from_files(config, weights, device, allow_nonfinite)

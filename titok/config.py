@@ -15,6 +15,14 @@ from typing import Any, Literal, TypeVar, Union
 C = TypeVar("C", bound="Config")
 
 
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming the choices closest to a mistyped ``word`` (empty if none is close)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.7)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base class of every config: ``from_dict`` / ``to_dict`` / ``replace``."""
@@ -31,7 +39,8 @@ class Config:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+            hint = "".join(did_you_mean(k, fields) for k in unknown[:3])
+            raise ValueError(f"{where}: unknown key(s) {unknown}{hint}; expected some of {sorted(fields)}")
         hints = typing.get_type_hints(cls)
         values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
         try:

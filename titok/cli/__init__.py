@@ -149,20 +149,29 @@ GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
 def add_sampling_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """MaskGIT sampling options under the reference's names (unset: the generator's own settings); read them back
     with :func:`sampling_options`."""
-    parser.add_argument("--steps", type=int, dest="num_sample_steps", help="sampling steps")
-    parser.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance scale")
-    parser.add_argument("--guidance-decay", choices=list(GUIDANCE_DECAYS), dest="guidance_decay")
-    parser.add_argument("--guidance-pow", type=float, dest="guidance_scale_pow", help="power of power-cosine")
-    parser.add_argument("--temperature", type=float, dest="randomize_temperature", help="Gumbel-noise temperature")
+    parser.add_argument("--steps", type=int, dest="num_sample_steps", metavar="N", help="sampling steps")
     parser.add_argument(
-        "--annealing",
-        "--anneal",
-        action=argparse.BooleanOptionalAction,
-        dest="softmax_temperature_annealing",
-        default=None,
-        help="softmax-temperature annealing",
+        "--guidance", type=float, dest="guidance_scale", metavar="SCALE", help="classifier-free guidance scale"
     )
-    parser.add_argument("--mask-schedule", "--schedule", choices=list(MASK_SCHEDULES), dest="mask_schedule")
+    parser.add_argument(
+        "--guidance-decay",
+        choices=list(GUIDANCE_DECAYS),
+        dest="guidance_decay",
+        metavar="DECAY",
+        help=f"how guidance changes over the steps: {', '.join(GUIDANCE_DECAYS)}",
+    )
+    parser.add_argument(
+        "--guidance-pow", type=float, dest="guidance_scale_pow", metavar="POW", help="power of power-cosine"
+    )
+    parser.add_argument(
+        "--temperature", type=float, dest="randomize_temperature", metavar="T", help="Gumbel-noise temperature"
+    )
+    annealing = {"dest": "softmax_temperature_annealing", "action": argparse.BooleanOptionalAction, "default": None}
+    parser.add_argument("--annealing", **annealing, help="softmax-temperature annealing (or --no-annealing)")
+    parser.add_argument("--anneal", **annealing, help=argparse.SUPPRESS)  # short spellings, not listed twice
+    schedule = {"choices": list(MASK_SCHEDULES), "dest": "mask_schedule", "metavar": "SCHEDULE"}
+    parser.add_argument("--mask-schedule", **schedule, help=f"masking schedule: {', '.join(MASK_SCHEDULES)}")
+    parser.add_argument("--schedule", **schedule, help=argparse.SUPPRESS)
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
@@ -208,18 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, tokens, generate, train, evaluate, export):
         module.add_parsers(sub)
-    _no_abbreviations(parser)
+    _finish_parsers(parser)
     return parser
 
 
-def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
-    """Options must be spelled whole in every (sub)command: a prefix such as ``--num`` must not silently mean
-    ``--num-workers``."""
+def _finish_parsers(parser: argparse.ArgumentParser) -> None:
+    """In every (sub)command: options must be spelled whole (a prefix such as ``--num`` must not silently mean
+    ``--num-workers``), and every option's help shows its default unless it already says it."""
     parser.allow_abbrev = False
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _no_abbreviations(child)
+                _finish_parsers(child)
+        elif _shows_default(action):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "(default: %(default)s)"
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    default, text = action.default, action.help or ""
+    if text == argparse.SUPPRESS or "default" in text or isinstance(action, argparse._HelpAction):
+        return False
+    return not any(default is v for v in (None, False, True, argparse.SUPPRESS)) and default != []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

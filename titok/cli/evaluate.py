@@ -46,27 +46,51 @@ def _add_extractor(p: argparse.ArgumentParser) -> None:
         help="pt_inception-2015-12-05-6726825d.pth / weights-inception-2015-12-05-6726825d.pth "
         "(default: $TITOK_INCEPTION_WEIGHTS, then torch's checkpoint cache, then a download)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image-loading processes")
-    p.add_argument("-o", "--output", metavar="JSON", help="write every number and the protocol here")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="image-loading processes (default: the CPU count, at most 8)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_json_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="JSON", help="write every number and the protocol here")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="evaluate tokenizers and generators", description=PROTOCOL)
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate tokenizers and generators",
+        description="Evaluate a tokenizer's reconstructions (recon), a generator's samples (gen), or compute the "
+        "feature statistics of real images for gen's --ref (stats).",
+    )
     evsub = ev.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
 
-    p = evsub.add_parser("recon", help="rFID, IS, PSNR, SSIM, LPIPS, codebook usage", description=PROTOCOL)
+    p = evsub.add_parser(
+        "recon",
+        help="rFID, IS, PSNR, SSIM, LPIPS, codebook usage",
+        description="Reconstruct DATA with TOKENIZER and score the reconstructions against the originals: rFID, "
+        f"Inception Score, PSNR, SSIM, LPIPS and codebook usage. {PROTOCOL}",
+    )
     add_model_argument(p, "tokenizer")
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--num", "--num-images", type=int, dest="num", help="evaluate the first NUM images (default: all)")
     p.add_argument("--lpips", default="alex", choices=["alex", "vgg", "squeeze", "none"], help="LPIPS backbone")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws of a VAE tokenizer")
     _add_extractor(p)
+    _add_json_output(p)
     add_common(p)
     p.set_defaults(run=_leaving_the_group(run_recon))
 
-    p = evsub.add_parser("gen", help="gFID and IS of class-balanced samples", description=PROTOCOL)
+    p = evsub.add_parser(
+        "gen",
+        help="gFID and IS of class-balanced samples",
+        description="Sample NUM class-balanced images with GENERATOR, decode them with TOKENIZER and score them "
+        f"against --ref: gFID and Inception Score. {PROTOCOL}",
+    )
     add_model_argument(p, "tokenizer", "--tokenizer-weights")
     add_model_argument(p, "generator", "--generator-weights")
     p.add_argument("--ref", required=True, help=f"reference: an .npz of mu/sigma, or real images ({DATA_HELP})")
@@ -76,7 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=50_000,
         dest="num",
-        help="number of samples (default 50,000); under torchrun spell it --num-samples",
+        help="number of samples (default 50,000: about an hour on a CPU); under torchrun spell it --num-samples",
     )
     p.add_argument("--seed", type=int, default=42, help="process r samples with torch.Generator seeded SEED + r")
     p.add_argument("--export-npz", metavar="PATH", help="also write the samples for the ADM evaluator (arr_0, arr_1)")
@@ -84,13 +108,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = p.add_argument_group("sampling (default: the generator's own settings)")
     add_sampling_arguments(s)
     _add_extractor(p)
+    _add_json_output(p)
     p.set_defaults(batch_size=125)
     add_common(p)
     p.set_defaults(run=_leaving_the_group(run_gen))
 
-    p = evsub.add_parser("stats", help="feature statistics of real images (an .npz for --ref)", description=PROTOCOL)
+    p = evsub.add_parser(
+        "stats",
+        help="feature statistics of real images (an .npz for --ref)",
+        description="Compute the feature statistics (mean and covariance) of the real images DATA and write them to "
+        "an .npz that eval gen takes as --ref, so that they are computed once.",
+    )
     p.add_argument("data", help=DATA_HELP)
     p.add_argument("--size", type=int, required=True, help="resolution the images are preprocessed to")
+    p.add_argument("-o", "--output", metavar="NPZ", help="the .npz file to write the statistics to (required)")
     _add_extractor(p)
     add_common(p)
     p.set_defaults(run=_leaving_the_group(run_stats))

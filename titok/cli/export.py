@@ -15,7 +15,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Write MODEL as a model folder (config.json + model.safetensors) that titok.load, every command "
         "and save_pretrained/push_to_hub users read: typically a training checkpoint folder "
         "(runs/x/checkpoints/checkpoint-N) with its EMA or raw weights (--weights ema|raw).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,
     )
     add_model_argument(p)

@@ -45,7 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "pretokenize",
         help="a tokenizer's codes of a whole dataset, for generator training",
         description="Encode DATA with TOKENIZER into a tokens folder (memory-mapped codes, labels, image ids). "
-        "Evaluation preprocessing (shorter side resized, center crop). Resumable: run the same command again. "
+        "Evaluation preprocessing (shorter side resized, center crop). Resumable: run the same command again "
+        "(on a finished folder it does nothing). "
         "Under torchrun/accelerate each process encodes its own slice.",
     )
     add_model_argument(p, "tokenizer", "--weights")
@@ -130,13 +131,14 @@ def _dataset(spec: str, size: int, limit: int | None):
         cfg = DataConfig(source="fashion_mnist", split=split, limit=limit)  # type: ignore[arg-type]
     else:
         cfg = DataConfig(source="folder", path=spec, limit=limit)
+    cfg = cfg.replace(random_crop=False, random_flip=False)  # evaluation preprocessing: center crop, no flips
     return build_dataset(cfg, size, train=False), cfg.to_dict()
 
 
 def run_pretokenize(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from titok.train.pretokenize import pretokenize
+    from titok.train.pretokenize import finished, pretokenize
 
     check_output_dir(args.output, "-o")
     state = PartialState(cpu=args.device.type == "cpu")
@@ -144,12 +146,18 @@ def run_pretokenize(args: argparse.Namespace) -> int:
     tokenizer = load_model(args.tokenizer, args.weights, device)
     try:
         dataset, description = _dataset(args.data, tokenizer.image_size, args.limit)
+        description = {**description, "image_size": tokenizer.image_size, "preprocessing": "resize+center-crop"}
+        done = finished(args.output, tokenizer, args.tokenizer, description, args.flip)
+        if done is not None:
+            if state.is_main_process:
+                print(f"{args.output} is already finished ({done.count} sequence(s)): nothing to do")
+            return 0
         meta = pretokenize(
             tokenizer,
             dataset,
             args.output,
             tokenizer_name=args.tokenizer,
-            data_description={**description, "image_size": tokenizer.image_size, "preprocessing": "resize+center-crop"},
+            data_description=description,
             flip_copies=args.flip,
             batch_size=args.batch_size,
             num_workers=args.num_workers,

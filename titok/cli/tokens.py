@@ -69,7 +69,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(run=run_reconstruct)
 
-    p = sub.add_parser("info", help="architecture, parameters, tokens per image, codebook")
+    p = sub.add_parser(
+        "info",
+        help="architecture, parameters, tokens per image, codebook",
+        description="Describe MODEL: its class, parameter counts, image and patch size, tokens per image, encoder "
+        "and decoder, codebook and bits per image. A preset name without weights describes the architecture only.",
+    )
     add_model_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")

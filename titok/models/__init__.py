@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from titok.config import Config
+from titok.config import Config, did_you_mean
 from titok.models.base import ImageTokenizer, TitokModel
 from titok.models.generator import (
     GENERATOR_CLASSES,
@@ -39,7 +39,7 @@ def build_model(config: Config) -> TitokModel:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

@@ -33,6 +33,36 @@ class _Slice(Dataset):
         return image, label, skipped, self.indices[i]
 
 
+_SAME_DATA = ("source", "path", "split", "limit", "image_size")
+
+
+def finished(
+    out: str | Path, tokenizer: Any, tokenizer_name: str, data_description: dict[str, Any], flip_copies: bool
+) -> TokensMeta | None:
+    """The metadata of the finished tokens folder ``out`` if it was written with these settings (rerunning the
+    job is then a no-op), None if it is not finished; ``FileExistsError`` naming the differences if it was
+    written with other ones."""
+    if not (Path(out) / META).is_file():
+        return None
+    meta = TokensMeta.read(out)
+    wanted = {
+        "tokenizer": tokenizer_name,
+        "flip_copies": flip_copies,
+        "codebook_size": tokenizer.codebook_size,
+        "num_tokens": tokenizer.num_tokens,
+        **{f"data.{k}": data_description.get(k) for k in _SAME_DATA},
+    }
+    found = {k: getattr(meta, k) for k in ("tokenizer", "flip_copies", "codebook_size", "num_tokens")}
+    found.update({f"data.{k}": meta.data.get(k) for k in _SAME_DATA})
+    differ = [f"{k} {found[k]!r} (now {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise FileExistsError(
+            f"{out} already holds a finished tokens folder written with other settings: {', '.join(differ)}; "
+            "choose another -o or delete it"
+        )
+    return meta
+
+
 def pretokenize(
     tokenizer: Any,
     dataset: Dataset,
@@ -51,11 +81,14 @@ def pretokenize(
     """Encode ``dataset`` (items ``(image, label, skipped)``, evaluation preprocessing) with ``tokenizer``.
 
     Returns the merged folder's metadata on the main process (None elsewhere). An item whose file could not be
-    read (``skipped > 0``) is left out and counted.
+    read (``skipped > 0``) is left out and counted. A folder already finished with the same settings is left as it
+    is (see :func:`finished`).
     """
     out = Path(out)
-    if (out / META).is_file():
-        raise FileExistsError(f"{out} already holds a finished tokens folder")
+    done = finished(out, tokenizer, tokenizer_name, data_description, flip_copies)
+    if done is not None:
+        logger.info("%s is already finished (%d sequences): nothing to do", out, done.count)
+        return done if rank == 0 else None
     if tokenizer.codebook_size is None:
         raise ValueError("a continuous (VAE) tokenizer has no codes to pretokenize")
     n = len(dataset)
