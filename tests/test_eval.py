@@ -73,7 +73,10 @@ def test_recon_end_to_end(ws, capsys):
     protocol = report["protocol"]
     assert protocol["extractor"] == "fmnist-cnn" and len(protocol["extractor_sha256"]) == 64
     assert "bicubic" in protocol["preprocessing"] and protocol["resolution"] == 32
-    assert any("< 50,000" in w for w in report["warnings"])
+    # FD-fmnist has no published 50k numbers; 24 images in 10 IS splits is flagged
+    assert not any("published" in w for w in report["warnings"])
+    assert any("rFD-fmnist from 24 images (< 1,000)" in w for w in report["warnings"])
+    assert any("IS-fmnist-cnn over 24 images is 10 splits of ~2" in w for w in report["warnings"])
     # the PSNR is the mean over images of the uint8-rounded reconstruction against the uint8-rounded original
     tokenizer = titok.load(ws / "tok")
     x = torch.stack([load_image(p, 32) for p in sorted((ws / "images").glob("[0-9]*.png"))])
@@ -146,7 +149,9 @@ def test_gen_end_to_end_with_export_and_cached_reference(ws, monkeypatch, capsys
     defaults = titok.load(ws / "gen").config.sampling.to_dict()
     assert sampling == {**defaults, "num_sample_steps": 2} and report["protocol"]["seed"] == 42
     assert any("not a multiple of the 10 classes" in w for w in report["warnings"])
-    assert any("< 50,000" in w for w in report["warnings"])
+    assert any("gFD-fmnist from 25 images" in w for w in report["warnings"])
+    assert not any("published" in w for w in report["warnings"])
+    assert any("IS-fmnist-cnn over 25 images" in w for w in report["warnings"])
     with np.load(npz) as data:
         assert data["arr_0"].shape == (25, 32, 32, 3) and data["arr_0"].dtype == np.uint8
         np.testing.assert_array_equal(data["arr_1"], np.arange(25) % 10)
@@ -227,3 +232,14 @@ def test_two_processes_merge_to_the_statistics_of_one(ws):
     one, ref = stats.compute(), Statistics.load(ws / "ref.npz")
     assert report["values"]["gFD-fmnist"] == pytest.approx(frechet_distance(ref.mu, ref.sigma, one.mu, one.sigma))
     assert report["values"]["IS-fmnist-cnn"] == pytest.approx(score.compute()[0], rel=1e-6)  # other batch sizes
+
+
+def test_small_count_warnings():
+    from titok.eval.scoring import count_warning, is_warning
+    from titok.metrics.extractors import fmnist
+
+    assert "published 50k" in count_warning("gFID", 10_000)[0] and count_warning("gFID", 50_000) == []
+    assert count_warning("gFD-fmnist", 10_000) == [] and "< 1,000" in count_warning("rFD-fmnist", 999)[0]
+    extractor = fmnist()
+    assert "10 splits of ~2 (< 500 per split)" in is_warning(extractor, (2.0, 0.5), 23)[0]
+    assert is_warning(extractor, (2.0, 0.5), 5_000) == [] and is_warning(extractor, None, 5) == []

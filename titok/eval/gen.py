@@ -22,6 +22,7 @@ from titok.eval.scoring import (
     count_warning,
     distance,
     is_metrics,
+    is_warning,
     preprocessing,
 )
 from titok.metrics.extractors import FeatureExtractor
@@ -110,6 +111,7 @@ def evaluate_generation(
     num_classes = generator.config.num_classes
     warnings = check_reference(reference, stats.meta, stats.mu.shape[0])
     warnings += count_warning(f"g{extractor.score_name}", opts.num)
+    warnings += is_warning(extractor, score, stats.count)
     if opts.num % num_classes:
         warnings.append(
             f"--num {opts.num} is not a multiple of the {num_classes} classes: classes are unbalanced "

@@ -18,6 +18,7 @@ from titok.eval.scoring import (
     count_warning,
     distance,
     is_metrics,
+    is_warning,
     preprocessing,
 )
 from titok.metrics.codebook import CodebookUsage
@@ -78,6 +79,7 @@ class _Accumulators:
     usage: CodebookUsage | None
     lpips: torch.nn.Module | None
     skipped: list[str]
+    is_score: tuple[float, float] | None = None  # set by _metrics
 
     def update(self, images: torch.Tensor, recon: torch.Tensor, codes: torch.Tensor | None, indices: torch.Tensor):
         real8, fake8 = quantize(images), quantize(recon)
@@ -135,6 +137,7 @@ def evaluate_reconstruction(
         "processes": shard.world,
     }
     warnings = count_warning(f"r{extractor.score_name}", count)
+    warnings += is_warning(extractor, acc.is_score, count)
     if skipped:
         warnings.append(
             f"{len(skipped)} input(s) skipped (listed under 'skipped'); every number is over the {count:,} images "
@@ -150,6 +153,7 @@ def _metrics(
     meta = {"resolution": str(size), "preprocessing": preprocessing(size)}
     real_stats, _, count = acc.real.finish(meta)
     fake_stats, score, _ = acc.fake.finish(meta)
+    acc.is_score = score
     if count == 0:  # the same in every process: nothing to merge
         return [], 0
     mean_psnr, mean_ssim, mean_lpips = acc.sums.means()

@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 FULL_COUNT = 50_000  # the sample count of published FIDs
 IS_SPLITS = 10
+IS_SPLIT_MIN = 500  # images per IS split below which a warning says the score is unreliable
+SMALL_COUNT = 1_000  # images below which a Fréchet distance without published numbers gets a warning
 
 
 def preprocessing(size: int) -> str:
@@ -123,11 +125,33 @@ def is_metrics(extractor: FeatureExtractor, score: tuple[float, float] | None, r
 
 
 def count_warning(kind: str, count: int) -> list[str]:
-    if count >= FULL_COUNT:
+    """A warning when a Fréchet distance ``kind`` (``rFID``, ``gFD-fmnist``, ...) is over few images: the FID's
+    published numbers are over 50,000; other extractors have none, so only very small counts are flagged."""
+    if kind.endswith("FID"):
+        if count >= FULL_COUNT:
+            return []
+        return [
+            f"{kind} from {count:,} images (< {FULL_COUNT:,}): Fréchet distances are biased upward at small counts "
+            "and not comparable with published 50k numbers"
+        ]
+    if count >= SMALL_COUNT:
         return []
     return [
-        f"{kind} from {count:,} images (< {FULL_COUNT:,}): Fréchet distances are biased upward at small counts and "
-        "not comparable with published 50k numbers"
+        f"{kind} from {count:,} images (< {SMALL_COUNT:,}): Fréchet distances are biased upward at small counts; "
+        "compare only scores over the same number of images"
+    ]
+
+
+def is_warning(extractor: FeatureExtractor, score: tuple[float, float] | None, count: int) -> list[str]:
+    """A warning when an Inception Score was computed over splits of few images each (it is biased low then; the
+    published IS has 5,000 images in each of its 10 splits)."""
+    per_split = count // IS_SPLITS
+    if score is None or per_split >= IS_SPLIT_MIN:
+        return []
+    name = "IS" if extractor.score_name == "FID" else f"IS-{extractor.name}"
+    return [
+        f"{name} over {count:,} images is {IS_SPLITS} splits of ~{per_split:,} (< {IS_SPLIT_MIN:,} per split): "
+        "it is biased low and its spread large at such counts; compare only scores over the same number of images"
     ]
 
 
