@@ -156,6 +156,24 @@ def test_an_existing_run_is_not_overwritten(rule_tokens, tmp_path):
     assert main(["train", "generator", str(path)]) == 2  # checkpoints exist and no --resume
 
 
+def test_start_messages_and_a_finished_run_on_resume(rule_tokens, tmp_path, capsys):
+    path = recipe_file(tmp_path, rule_tokens, max_steps=4, save_every=2)
+    assert main(["train", "generator", str(path)]) == 0
+    err = capsys.readouterr().err
+    params = sum(p.numel() for p in titok.load(tmp_path / "run" / "final").parameters())
+    assert "training generator: BertGenerator, 1 process(es) on cpu" in err
+    assert f"{params:,} parameters" in err and "data: 256 items" in err and "starting from step 0" in err
+    weights = tmp_path / "run" / "final" / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    assert main(["train", "generator", str(path), "--resume"]) == 0
+    out = capsys.readouterr()
+    assert "is finished (step 4 of 4): nothing to train" in out.err and "finished run, nothing to do" in out.out
+    assert weights.stat().st_mtime_ns == written and "training generator" not in out.err
+    assert main(["train", "generator", str(path), "--resume", "train.max_steps=6"]) == 0
+    out = capsys.readouterr()
+    assert "checkpoint-4 (step 4)" in out.err and "exported" in out.out and weights.stat().st_mtime_ns != written
+
+
 def test_tokens_of_another_codebook_are_rejected(rule_tokens, tmp_path, capsys):
     path = recipe_file(tmp_path, rule_tokens)
     assert main(["train", "generator", str(path), "model.codebook_size=32"]) == 2

@@ -138,13 +138,16 @@ def test_single_stage_from_the_cli(tmp_path, quantizer):
         assert tok.decode(tok.encode(images).mode()).shape == (2, 3, 32, 32)
 
 
-def test_a_resume_may_switch_the_gan_and_the_ema_on(tmp_path, caplog):
+def test_a_resume_may_switch_the_gan_and_the_ema_on(tmp_path, caplog, capsys):
     gan = {**GAN, "weight": 0.0}
     train = {"max_steps": 2, "ema_decay": 0.0}
     path = recipe_file(tmp_path / "g.yaml", "single_stage", model=TITOK, losses=NO_PERCEPTUAL, gan=gan, train=train)
     assert main(["train", "tokenizer", str(path)]) == 0
+    started = capsys.readouterr().err
+    assert "training single_stage: TiTok, 1 process(es) on cpu" in started and "starting from step 0" in started
     on = ["gan.weight=0.1", "train.ema_decay=0.99", "train.max_steps=4"]
     assert main(["train", "tokenizer", str(path), "--resume", *on]) == 0
+    assert "checkpoint-2 (step 2)" in capsys.readouterr().err
     assert "holds no discriminator" in caplog.text and "holds no EMA weights" in caplog.text
     rows = metrics(tmp_path / "g_run")
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and "d_loss" in rows[-1] and "d_loss" not in rows[1]

@@ -158,3 +158,17 @@ def test_atomic_write_leaves_no_temporary_file_and_normal_permissions(tmp_path):
     with pytest.raises(ZeroDivisionError):
         atomic_write(tmp_path / "b.txt", lambda p: 1 / 0)
     assert os.listdir(tmp_path) == ["a.txt"]  # a failed write leaves nothing behind
+
+
+def test_wandb_is_an_extra_that_the_error_names(tmp_path, monkeypatch):
+    import sys
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from titok.train.metrics_log import MetricsLogger
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert any(req.startswith("wandb") for req in extras["optional-dependencies"]["wandb"])
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.raises(ImportError, match=r"titok\[wandb\]"):
+        MetricsLogger(tmp_path, enabled=True, tensorboard=False, wandb_project="p", resume_step=None, recipe={})

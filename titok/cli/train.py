@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 from titok.cli import EXIT_INPUT, CommandError
 
@@ -88,12 +90,36 @@ def run_recipe(args: argparse.Namespace) -> int:
     if missing:
         raise CommandError(f"{path.stem} needs an earlier run: " + "; ".join(missing))
     train = recipes()[recipe.recipe][1]
-    return _run(lambda: train(recipe, _resume(args)))
+    _show_announcements()
+    return _run(lambda: train(recipe, _resume(args)), Path(recipe.train.output_dir) / "final" / "model.safetensors")
 
 
-def _run(job) -> int:
+class _Stderr(logging.Handler):
+    """Plain lines on the current ``sys.stderr`` (looked up on each message)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def _show_announcements() -> None:
+    """Show what a run says when it starts (device, processes, parameters, data, resume point) without -v."""
+    announce = logging.getLogger("titok.train.announce")
+    announce.setLevel(logging.INFO)
+    announce.propagate = False
+    if not any(isinstance(h, _Stderr) for h in announce.handlers):
+        announce.addHandler(_Stderr())
+
+
+def _written(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def _run(job, weights: Path | None = None) -> int:
+    """Run the training ``job``; ``weights``: the exported model's weights file, to tell a finished run (left as
+    it was) from a new export."""
     from titok.train.runtime import TrainingError
 
+    before = _written(weights) if weights else None
     try:
         final = job()
     except TrainingError as e:  # the run cannot go on, for a reason its message gives: not a crash
@@ -102,5 +128,8 @@ def _run(job) -> int:
     except (ValueError, FileNotFoundError) as e:
         logger.info("where it failed (the message follows)", exc_info=True)  # with -v: the traceback too
         raise CommandError(str(e)) from None
-    print(f"exported {final}")
+    if before is not None and _written(weights) == before:
+        print(f"finished run, nothing to do: {final}")
+    else:
+        print(f"exported {final}")
     return 0

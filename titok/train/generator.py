@@ -21,6 +21,7 @@ from titok.data.tokens import TokenDataset
 from titok.losses.masked import masked_token_loss, random_mask
 from titok.models import GeneratorConfig, MaskedGenerator, build_model
 from titok.sampling import SamplingConfig
+from titok.train import announce
 from titok.train.config import OptimConfig, RunConfig, model_section
 from titok.train.ema import EMA
 from titok.train.optim import make_optimizer
@@ -114,6 +115,9 @@ def train(recipe: GeneratorRecipe, resume: bool | str = False) -> Path:
         if ema is not None:
             ema.load_state_dict(state["ema"])
         step = state["step"]
+    if final := announce.finished(rt, step):
+        return final
+    announce.start(rt, model, data, step, recipe.recipe)
     tokenizer = titok.load(recipe.tokenizer, device=rt.device) if recipe.tokenizer and rt.is_main else None
     batches = rt.batches(data)
     run = recipe.train

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from titok.config import Config
 from titok.data.images import save_grid
 from titok.metrics.codebook import code_histogram, codebook_stats
+from titok.train import announce
 from titok.train.ema import EMA
 from titok.train.heldout import HeldOut, plot_curves
 from titok.train.optim import make_optimizer
@@ -123,6 +124,9 @@ def fit(
             ema = EMA(rt.unwrap(model), run.ema_decay)
         objective.load_state_dict(state["objective"])
         step, skipped = state["step"], state["skipped_images"]
+    if final := announce.finished(rt, step):
+        return final
+    announce.start(rt, model, data, step, recipe.recipe)
     batches = rt.batches(data)
     heldout = _heldout(rt, recipe, rt.unwrap(model))
     bar = tqdm(total=run.max_steps, initial=step, unit="step", desc=recipe.recipe, disable=not rt.is_main)

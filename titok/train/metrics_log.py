@@ -70,7 +70,7 @@ class MetricsLogger:
             try:
                 import wandb
             except ImportError:
-                raise ImportError("train.wandb_project needs wandb: pip install wandb") from None
+                raise ImportError("train.wandb_project needs wandb: pip install 'titok[wandb]'") from None
             self.wandb = wandb.init(project=wandb_project, config=dict(recipe), resume="allow")
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
