@@ -37,6 +37,16 @@ def test_from_pretrained_of_the_wrong_class(tmp_path):
         titok.TiTok.from_pretrained(tmp_path)
 
 
+def test_from_pretrained_reads_the_reference_layout_and_abstract_classes(tmp_path):
+    # titok's own layout is read below the model classes; the reference's goes through titok.checkpoints' loader
+    folder = write_reference_folder("titok_vq_pixel_head", tmp_path / "ref")
+    assert type(titok.TiTok.from_pretrained(folder)) is titok.TiTok
+    build("uvit").save_pretrained(tmp_path / "gen")
+    assert type(titok.MaskedGenerator.from_pretrained(tmp_path / "gen")) is titok.UViTGenerator
+    with pytest.raises(ValueError, match="bare weights file"):
+        titok.TiTok.from_pretrained(tmp_path / "gen" / "model.safetensors")
+
+
 def test_config_that_disagrees_with_its_weights(tmp_path):
     build("titok_pixels_vq").save_pretrained(tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())

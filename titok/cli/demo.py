@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from titok.cli import CommandError
+from titok.cli.common import CommandError
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from titok.cli import (
+from titok.cli.common import (
     CommandError,
     add_common,
     add_model_argument,

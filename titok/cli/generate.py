@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from titok.cli import (
+from titok.cli.common import (
     CommandError,
     add_common,
     add_model_argument,

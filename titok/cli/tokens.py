@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from titok.cli import CommandError, add_common, add_model_argument, load_model
+from titok.cli.common import CommandError, add_common, add_model_argument, load_model
 from titok.data.images import find_images, iter_image_batches, save_png, to_uint8
 from titok.io import atomic_write
 

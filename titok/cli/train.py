@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from titok.cli import CommandError
+from titok.cli.common import CommandError
 
 logger = logging.getLogger("titok")
 

@@ -5,32 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from titok.config import Config
-from titok.models.base import ImageTokenizer, TitokModel
-from titok.models.generator import (
-    GENERATOR_CLASSES,
-    BertGenerator,
-    GeneratorConfig,
-    MaskedGenerator,
-    UViTGenerator,
-)
+from titok.models.base import ARCHITECTURES, ImageTokenizer, TitokModel
+from titok.models.generator import BertGenerator, GeneratorConfig, MaskedGenerator, UViTGenerator
 from titok.models.presets import PRESETS, Preset
-from titok.models.tokenizer import TiTok, TiTokConfig, ViTConfig
+from titok.models.tokenizer import TiTok
+from titok.models.tokenizer_config import TiTokConfig, ViTConfig
 from titok.models.vqgan import MaskGITVQGAN, VQGANConfig
 from titok.sampling import SamplingConfig
 
-MODEL_CLASSES: dict[str, type[TitokModel]] = {
-    cls.__name__: cls for cls in (TiTok, MaskGITVQGAN, BertGenerator, UViTGenerator)
-}
+MODEL_CLASSES: dict[str, type[TitokModel]] = ARCHITECTURES  # TiTok, MaskGITVQGAN, BertGenerator, UViTGenerator
 
 
 def model_class(config: Config) -> type[TitokModel]:
     """The class that a config builds."""
-    if isinstance(config, GeneratorConfig):
-        return GENERATOR_CLASSES[config.arch]
-    classes = {TiTokConfig: TiTok, VQGANConfig: MaskGITVQGAN}
-    if type(config) not in classes:
-        raise TypeError(f"no titok model is built from a {type(config).__name__}")
-    return classes[type(config)]
+    for cls in MODEL_CLASSES.values():
+        if cls.accepts(config):
+            return cls
+    raise TypeError(f"no titok model is built from a {type(config).__name__}")
 
 
 def build_model(config: Config) -> TitokModel:

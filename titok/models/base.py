@@ -10,6 +10,7 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from titok.config import Config
+from titok.models import storage
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -61,10 +62,21 @@ class TitokModel(
             if hasattr(type(module), "grad_checkpointing"):
                 module.grad_checkpointing = enabled
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        from titok.checkpoints import save_model
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens  # type: ignore[attr-defined]
 
-        save_model(self, save_directory)
+    @property
+    def codebook_size(self) -> int | None:
+        return self.config.codebook_size  # type: ignore[attr-defined]
+
+    @classmethod
+    def accepts(cls, config: Config) -> bool:
+        """Whether this class is the one that ``config`` builds."""
+        return isinstance(config, cls.config_class)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        storage.save_model(self, save_directory)
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -78,13 +90,57 @@ class TitokModel(
 
         ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` (``revision``, ``cache_dir``, ``token``,
         ``local_files_only``, ``force_download``). Raises ``TypeError`` if the files hold another kind of model.
+        titok's own layout is read here; other inputs (the reference's layouts, preset names) go to the loader
+        that :mod:`titok.checkpoints` registers.
         """
-        from titok.checkpoints import load
-
-        model = load(pretrained_model_name_or_path, device=device, **hub_kwargs)
+        name = pretrained_model_name_or_path
+        files = storage.titok_files(name, **hub_kwargs)
+        if files is None:
+            model = storage.other_layouts(name, device=device, **hub_kwargs)
+        else:
+            model = load_titok_files(*files, device=torch.device(device or "cpu"))
         if not isinstance(model, cls):
-            raise TypeError(f"{pretrained_model_name_or_path} holds a {type(model).__name__}, not a {cls.__name__}")
+            raise TypeError(f"{name} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+# The concrete model classes by name (the ``architecture`` of config.json); filled by :func:`architecture`.
+ARCHITECTURES: dict[str, type[TitokModel]] = {}
+
+
+def architecture(cls: type[TitokModel]) -> type[TitokModel]:
+    """Class decorator: a model class that ``config.json`` may name."""
+    ARCHITECTURES[cls.__name__] = cls
+    return cls
+
+
+def config_of(meta: dict[str, Any], source: str) -> tuple[type[TitokModel], Config]:
+    """The class and config that a titok ``config.json`` (parsed) names."""
+    arch = meta.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{source}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    storage.check_format_version(meta, source)
+    model_cls = ARCHITECTURES[arch]
+    config = model_cls.config_class.from_dict(meta.get("config", {}), where=f"{source}: config")
+    if not model_cls.accepts(config):
+        raise ValueError(f"{source}: architecture {arch!r} does not match its config")
+    return model_cls, config
+
+
+def instantiate(
+    model_cls: type[TitokModel], config: Config, state: dict[str, torch.Tensor], source: str, origin=None
+) -> TitokModel:
+    """Build ``model_cls(config)`` without random initialisation and load ``state`` into it strictly."""
+    with torch.device("meta"):
+        model = model_cls(config)  # type: ignore[call-arg]
+    storage.load_state(model, state, source, origin)
+    return model.eval()
+
+
+def load_titok_files(config_path: str | Path, weights_path: str | Path, device: torch.device) -> TitokModel:
+    """A model from titok's ``config.json`` and its weights file."""
+    model_cls, config = config_of(storage.read_config(config_path), str(config_path))
+    return instantiate(model_cls, config, storage.read_weights(weights_path, device), str(weights_path))
 
 
 class ImageTokenizer(TitokModel):
@@ -93,9 +149,9 @@ class ImageTokenizer(TitokModel):
     Subclasses define ``encode(images)``, ``quantize(latents)``, ``decode(latents)`` and ``detokenize(codes)``.
     """
 
-    image_size: int
-    num_tokens: int
-    codebook_size: int | None
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size  # type: ignore[attr-defined]
 
     def check_images(self, images: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``images`` is a float (B, 3, H, W) tensor of a size this model reads."""

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from titok.config import Config
 from titok.layers import Block, BlockStack, PostNormBlock, run_block
-from titok.models.base import TitokModel
+from titok.models.base import TitokModel, architecture
 from titok.quantizers import check_codes
 from titok.sampling import SamplingConfig, maskgit_decode
 
@@ -57,14 +57,11 @@ class MaskedGenerator(TitokModel):
 
     config_class = GeneratorConfig
     config: GeneratorConfig
+    arch: ClassVar[str]  # the GeneratorConfig.arch that builds this class
 
-    @property
-    def num_tokens(self) -> int:
-        return self.config.num_tokens
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
+    @classmethod
+    def accepts(cls, config: Config) -> bool:
+        return isinstance(config, GeneratorConfig) and config.arch == getattr(cls, "arch", None)
 
     @property
     def mask_token_id(self) -> int:
@@ -156,9 +153,12 @@ class MaskedGenerator(TitokModel):
         )
 
 
+@architecture
 class BertGenerator(MaskedGenerator):
     """MaskGIT's BERT: token + position (+ BERT's token-type 0) embeddings, LayerNorm, post-norm blocks, a
     linear head at the code positions."""
+
+    arch = "bert"
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -196,9 +196,12 @@ class UViTSkipBlock(Block):
         return super().forward(self.skip_linear(torch.cat([x, skip], dim=-1)))
 
 
+@architecture
 class UViTGenerator(MaskedGenerator):
     """U-ViT: ``depth // 2`` in-blocks, a mid block, ``depth // 2`` out-blocks (out-block i takes in-block
     ``-1-i``'s output as its skip), LayerNorm, a linear head at the code positions. Dropout is not used."""
+
+    arch = "uvit"
 
     grad_checkpointing: bool = False
 
@@ -231,24 +234,21 @@ class UViTGenerator(MaskedGenerator):
         return self.lm_head(self.norm(x)[:, 1:])
 
 
-GENERATOR_CLASSES: dict[str, type[MaskedGenerator]] = {"bert": BertGenerator, "uvit": UViTGenerator}
+def _init_weights(m: nn.Module, init_normal) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        init_normal(m.weight, std=0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
 
 
 def _init_bert(m: nn.Module) -> None:
-    if isinstance(m, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(m.weight, std=0.02)
-        if getattr(m, "bias", None) is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+    """BERT's: normal(0.02) weights."""
+    _init_weights(m, nn.init.normal_)
 
 
 def _init_uvit(m: nn.Module) -> None:
-    if isinstance(m, (nn.Linear, nn.Embedding)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if getattr(m, "bias", None) is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+    """U-ViT's: truncated-normal(0.02) weights."""
+    _init_weights(m, nn.init.trunc_normal_)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.config import Config
-from titok.models.base import ImageTokenizer
+from titok.models.base import ImageTokenizer, architecture
 from titok.quantizers import QuantizerOutput, VectorQuantizer
 
 
@@ -156,6 +156,7 @@ class VQGANOutput:
     quantizer: QuantizerOutput
 
 
+@architecture
 class MaskGITVQGAN(ImageTokenizer):
     """The 2-D MaskGIT-VQGAN tokenizer. Latents are (B, h*w, z_channels), token-major in raster order."""
 
@@ -169,18 +170,6 @@ class MaskGITVQGAN(ImageTokenizer):
             config.codebook_size, config.z_channels, commitment_cost=config.commitment_cost
         )
         self.decoder = VQGANDecoder(config)
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def num_tokens(self) -> int:
-        return self.config.num_tokens
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
 
     def check_image_size(self, height: int, width: int) -> None:
         """The VQGAN is convolutional: any size whose sides are multiples of the downsampling factor."""
