@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from titok.config import Config
+from titok.data.batch import TokenBatch
 from titok.data.images import save_grid
 from titok.data.tokens import TokenDataset
 from titok.losses.masked import masked_token_loss, random_mask
@@ -67,8 +68,10 @@ class GeneratorRecipe(Config):
         return model_section(self.model, GeneratorConfig)  # type: ignore[return-value]
 
 
-def _step_loss(model, batch, cfg: GeneratorConfig, masking: MaskingConfig, rng: torch.Generator, device) -> dict:
-    codes, labels = (t.to(device, non_blocking=True) for t in batch)
+def _step_loss(
+    model, batch: TokenBatch, cfg: GeneratorConfig, masking: MaskingConfig, rng: torch.Generator, device
+) -> dict:
+    codes, labels = batch.codes.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
     mask = random_mask(codes, masking.schedule, rng)
     drop = (torch.rand(codes.shape[0], generator=rng, device=device) < masking.class_dropout) | (labels < 0)
     cls = torch.where(drop, cfg.drop_label_id, labels + cfg.codebook_size + 1)

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from titok.config import Config
+from titok.data.batch import TrainBatch
 from titok.data.images import save_grid
 from titok.metrics.codebook import code_histogram, codebook_stats
 from titok.train.ema import EMA
@@ -80,7 +81,7 @@ class Objective(Protocol):
 
     generators: dict[str, torch.Generator]
 
-    def loss(self, model: nn.Module, batch: Sequence[Any], step: int) -> dict[str, torch.Tensor]: ...
+    def loss(self, model: nn.Module, batch: TrainBatch, step: int) -> dict[str, torch.Tensor]: ...
 
     def after_step(self, step: int) -> dict[str, float]: ...
 
@@ -137,7 +138,7 @@ def fit(
         step += 1
         if ema is not None:
             ema.update(rt.unwrap(model))
-        skipped += float(rt.accelerator.reduce(sum(mb[2].sum() for mb in micro).to(rt.device).float(), "sum"))
+        skipped += float(rt.accelerator.reduce(sum(mb.skipped.sum() for mb in micro).to(rt.device).float(), "sum"))
         if rt.log_due(step):
             values.update(objective.window(), skipped_images=skipped)
         if logged := rt.log(step, values, images=run.batch_size * run.grad_accum):
