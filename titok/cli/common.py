@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from titok.sampling import SamplingConfig
 
 
 class CommandError(Exception):
@@ -65,15 +69,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
     parser.add_argument("--mask-schedule", "--schedule", choices=list(MASK_SCHEDULES), dest="mask_schedule")
 
 
-def sampling_options(args: argparse.Namespace) -> dict:
-    """The sampling settings given on the command line (see :func:`add_sampling_arguments`), by their names in
-    :class:`~titok.sampling.SamplingConfig`."""
+def sampling_settings(args: argparse.Namespace, base: SamplingConfig) -> SamplingConfig:
+    """``base`` (a generator's own settings) with those given on the command line (see
+    :func:`add_sampling_arguments`); a bad value is a :class:`CommandError`."""
     from dataclasses import fields
 
-    from titok.sampling import SamplingConfig
-
-    names = (f.name for f in fields(SamplingConfig))
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    names = (f.name for f in fields(base))
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    try:
+        return base.replace(**given)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
 
 
 def load_model(spec: str, weights: str | None, device: torch.device):

@@ -19,7 +19,7 @@ from titok.cli.common import (
     add_model_argument,
     add_sampling_arguments,
     load_model,
-    sampling_options,
+    sampling_settings,
 )
 
 PROTOCOL = (
@@ -182,7 +182,7 @@ def run_recon(args: argparse.Namespace) -> int:
 
 def run_gen(args: argparse.Namespace) -> int:
     from titok.eval.gen import GenOptions, check_pair, evaluate_generation
-    from titok.eval.reference import reference_statistics
+    from titok.eval.reference_stats import reference_statistics
 
     extractor = _setup(args)
     tokenizer = _model(args.tokenizer, args.tokenizer_weights, args.device, "tokenizer")
@@ -191,12 +191,11 @@ def run_gen(args: argparse.Namespace) -> int:
         check_pair(tokenizer, generator)  # before the reference statistics, which can take a while
     except ValueError as e:
         raise CommandError(str(e)) from None
-    sampling = sampling_options(args)
     options = GenOptions(
         num=args.num,
         batch_size=args.batch_size,
         seed=args.seed,
-        sampling=sampling,
+        sampling=sampling_settings(args, generator.config.sampling),
         export_npz=args.export_npz,
         progress=not args.no_progress,
     )
@@ -217,7 +216,7 @@ def run_gen(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     from titok.eval.dist import current_shard
-    from titok.eval.reference import image_statistics
+    from titok.eval.reference_stats import image_statistics
 
     extractor = _setup(args)
     if not args.output:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 
 
-class ImageBatch(NamedTuple):
+class LabeledBatch(NamedTuple):
     """``images`` (B, 3, S, S) in [0, 1]; ``labels`` (B,) class ids (-1: none); ``skipped`` (B,) unreadable files
     passed over before each item."""
 
@@ -17,20 +17,20 @@ class ImageBatch(NamedTuple):
     skipped: torch.Tensor
 
 
-class CodedImageBatch(NamedTuple):
-    """An :class:`ImageBatch` with ``teacher_codes`` (B, G) int64: a 2-D VQGAN's cached codes of the same images."""
+class CodedBatch(NamedTuple):
+    """A :class:`LabeledBatch` with ``teacher_codes`` (B, G) int64: a 2-D VQGAN's cached codes of the same images."""
 
     images: torch.Tensor
     labels: torch.Tensor
     skipped: torch.Tensor
     teacher_codes: torch.Tensor
 
-    def without_codes(self) -> ImageBatch:
-        return ImageBatch(self.images, self.labels, self.skipped)
+    def without_codes(self) -> LabeledBatch:
+        return LabeledBatch(self.images, self.labels, self.skipped)
 
 
 class StreamBatch(NamedTuple):
-    """An :class:`ImageBatch` from a stream, with ``cursors`` (B, 4) int64: (reader, epoch, shard position, samples
+    """A :class:`LabeledBatch` from a stream, with ``cursors`` (B, 4) int64: (reader, epoch, shard position, samples
     consumed) after each item, so that a resumed run continues where this one stopped."""
 
     images: torch.Tensor
@@ -38,8 +38,8 @@ class StreamBatch(NamedTuple):
     skipped: torch.Tensor
     cursors: torch.Tensor
 
-    def without_cursors(self) -> ImageBatch:
-        return ImageBatch(self.images, self.labels, self.skipped)
+    def without_cursors(self) -> LabeledBatch:
+        return LabeledBatch(self.images, self.labels, self.skipped)
 
 
 class TokenBatch(NamedTuple):
@@ -49,4 +49,4 @@ class TokenBatch(NamedTuple):
     labels: torch.Tensor
 
 
-TrainBatch = ImageBatch | CodedImageBatch
+TrainBatch = LabeledBatch | CodedBatch

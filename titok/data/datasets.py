@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from titok.data.batch import ImageBatch
+from titok.data.batch import LabeledBatch
 from titok.data.images import IMAGE_EXTENSIONS
 from titok.data.transforms import Preprocess
 
@@ -59,10 +59,10 @@ class _Indexed(Dataset, abc.ABC):
     def __init__(self, preprocess: Preprocess) -> None:
         self.preprocess = preprocess
 
-    def __getitem__(self, item: int | tuple[int, int]) -> ImageBatch:
-        """One item: (image, label, skipped), collated into an :class:`~titok.data.batch.ImageBatch`."""
+    def __getitem__(self, item: int | tuple[int, int]) -> LabeledBatch:
+        """One item: (image, label, skipped), collated into an :class:`~titok.data.batch.LabeledBatch`."""
         index, seed = item if isinstance(item, tuple) else (item, None)
-        return ImageBatch(*self.load(index, seed))
+        return LabeledBatch(*self.load(index, seed))
 
     @abc.abstractmethod
     def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from titok.data.batch import CodedImageBatch, TokenBatch
+from titok.data.batch import CodedBatch, TokenBatch
 from titok.io import atomic_write
 
 META = "meta.json"
@@ -204,7 +204,7 @@ class WithCachedCodes(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> CodedImageBatch:
+    def __getitem__(self, item: int | tuple[int, int]) -> CodedBatch:
         index, seed = item if isinstance(item, tuple) else (item, None)
         image, label, skipped = self.dataset[item]
         served = (index + skipped) % len(self.dataset)  # a folder serves the next readable file for a broken one
@@ -213,4 +213,4 @@ class WithCachedCodes(Dataset):
         row = int((self.flipped_rows if mirrored else self.rows)[served])
         if row < 0:
             raise ValueError(f"image {served} of the data has no codes in {self.root} (unreadable when pretokenized)")
-        return CodedImageBatch((image.flip(-1) if mirrored else image), label, skipped, self.tokens[row].codes)
+        return CodedBatch((image.flip(-1) if mirrored else image), label, skipped, self.tokens[row].codes)

@@ -12,8 +12,8 @@ the K real codes at the N code positions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -67,6 +67,22 @@ class MaskedGenerator(TitokModel):
     def mask_token_id(self) -> int:
         return self.config.mask_token_id
 
+    def check_labels(self, labels: torch.Tensor | Sequence[int], batch_size: int | None = None) -> torch.Tensor:
+        """Class ids -> (B,) int64 on this model's device; ``ValueError`` unless they are integers in
+        ``[0, num_classes)`` (and ``batch_size`` of them, if given)."""
+        labels = torch.as_tensor(labels, device=self.device)
+        if batch_size is None and labels.ndim == 1:
+            batch_size = labels.shape[0]
+        if labels.ndim != 1 or labels.shape[0] != batch_size or labels.dtype.is_floating_point:
+            n = "B" if batch_size is None else batch_size
+            raise ValueError(f"labels must be {n} integer class ids, got shape {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise ValueError(
+                f"class id {bad} is out of range: this generator knows classes [0, {self.config.num_classes})"
+            )
+        return labels.long()
+
     def condition_tokens(
         self, labels: torch.Tensor | None, batch_size: int, drop: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -75,13 +91,7 @@ class MaskedGenerator(TitokModel):
         cfg = self.config
         if labels is None:
             return torch.full((batch_size,), cfg.drop_label_id, dtype=torch.long, device=self.device)
-        labels = torch.as_tensor(labels, device=self.device)
-        if labels.ndim != 1 or labels.shape[0] != batch_size or labels.dtype.is_floating_point:
-            raise ValueError(f"labels must be {batch_size} integer class ids, got shape {tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= cfg.num_classes):
-            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-            raise ValueError(f"class id {bad} is out of range: this generator knows classes [0, {cfg.num_classes})")
-        tokens = labels.long() + cfg.codebook_size + 1
+        tokens = self.check_labels(labels, batch_size) + cfg.codebook_size + 1
         if drop is not None:
             tokens = torch.where(drop.to(self.device), torch.full_like(tokens, cfg.drop_label_id), tokens)
         return tokens
@@ -102,38 +112,19 @@ class MaskedGenerator(TitokModel):
         labels: torch.Tensor | Sequence[int] | None = None,
         *,
         num_samples: int | None = None,
-        num_sample_steps: int | None = None,
-        guidance_scale: float | None = None,
-        guidance_decay: str | None = None,
-        guidance_scale_pow: float | None = None,
-        randomize_temperature: float | None = None,
-        softmax_temperature_annealing: bool | None = None,
-        mask_schedule: str | None = None,
+        sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
+        **overrides: Any,
     ) -> torch.Tensor:
         """Sample codes (B, N) int64 for class ids ``labels`` (B,), or ``num_samples`` unconditional ones.
 
-        Settings left as None take this generator's defaults (``config.sampling``: the released settings for
-        the released generators). The keyword names are the reference's. Call it in eval mode.
+        ``sampling`` (default: ``config.sampling``, the released settings for the released generators) with
+        ``overrides`` of its fields under the reference's keyword names (``num_sample_steps``, ``guidance_scale``,
+        ``guidance_decay``, ``guidance_scale_pow``, ``randomize_temperature``, ``softmax_temperature_annealing``,
+        ``mask_schedule``; None keeps the setting). Call it in eval mode.
         """
-        given = {
-            "num_sample_steps": num_sample_steps,
-            "guidance_scale": guidance_scale,
-            "guidance_decay": guidance_decay,
-            "guidance_scale_pow": guidance_scale_pow,
-            "randomize_temperature": randomize_temperature,
-            "softmax_temperature_annealing": softmax_temperature_annealing,
-            "mask_schedule": mask_schedule,
-        }
-        settings = self.config.sampling.replace(**{k: v for k, v in given.items() if v is not None})
-        if labels is None:
-            if num_samples is None or num_samples < 1:
-                raise ValueError(f"unconditional sampling needs num_samples >= 1, got {num_samples}")
-            batch = num_samples
-        else:
-            batch = len(labels)
-            if num_samples is not None and num_samples != batch:
-                raise ValueError(f"num_samples={num_samples} disagrees with the {batch} labels given")
+        settings = _settings(sampling or self.config.sampling, overrides)
+        batch = _batch_size(labels, num_samples)
         cond = self.condition_tokens(labels, batch)  # validated once, outside the loop
 
         def tokens_to_logits(codes: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
@@ -151,6 +142,27 @@ class MaskedGenerator(TitokModel):
             device=self.device,
             generator=generator,
         )
+
+
+SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingConfig))
+
+
+def _settings(base: SamplingConfig, overrides: dict[str, Any]) -> SamplingConfig:
+    unknown = sorted(set(overrides) - SAMPLING_FIELDS)
+    if unknown:
+        raise TypeError(f"generate() got an unexpected keyword argument {unknown[0]!r}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return base.replace(**given) if given else base
+
+
+def _batch_size(labels: torch.Tensor | Sequence[int] | None, num_samples: int | None) -> int:
+    if labels is None:
+        if num_samples is None or num_samples < 1:
+            raise ValueError(f"unconditional sampling needs num_samples >= 1, got {num_samples}")
+        return num_samples
+    if num_samples is not None and num_samples != len(labels):
+        raise ValueError(f"num_samples={num_samples} disagrees with the {len(labels)} labels given")
+    return len(labels)
 
 
 @architecture

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from titok.config import Config
 from titok.data.build import DataConfig
@@ -108,7 +108,10 @@ def _yaml_error(path: Path, e: Exception) -> str:
     return f"{where}: not valid YAML: {problem}"
 
 
-def model_section(section: Mapping[str, Any] | None, expected: type[Config], where: str = "model") -> Config:
+C = TypeVar("C", bound=Config)
+
+
+def model_section(section: Mapping[str, Any] | None, expected: type[C], where: str = "model") -> C:
     """A recipe's ``model`` section: ``{preset: NAME, <field>: <value>...}`` (the preset's config with fields
     replaced) or a whole config of type ``expected``."""
     from titok.models import get_preset

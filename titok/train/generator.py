@@ -65,7 +65,7 @@ class GeneratorRecipe(Config):
             raise ValueError("tokens: the folder written by `titok pretokenize` is required")
 
     def model_config(self) -> GeneratorConfig:
-        return model_section(self.model, GeneratorConfig)  # type: ignore[return-value]
+        return model_section(self.model, GeneratorConfig)
 
 
 def _step_loss(
@@ -87,9 +87,8 @@ def _preview(rt: Runtime, generator: MaskedGenerator, tokenizer, recipe: Generat
     cfg = generator.config
     classes = recipe.preview.classes or tuple(range(min(cfg.num_classes, 8)))
     labels = torch.tensor(classes).repeat_interleave(recipe.preview.per_class)
-    settings = (recipe.preview.sampling or cfg.sampling).to_dict()
     g = torch.Generator(rt.device).manual_seed(recipe.train.seed)
-    codes = generator.eval().generate(labels, generator=g, **settings)
+    codes = generator.eval().generate(labels, sampling=recipe.preview.sampling, generator=g)
     images = tokenizer.detokenize(codes).clamp(0, 1)
     grid = save_grid(images, rt.output_dir / "previews" / f"step-{step:07d}.png", nrow=recipe.preview.per_class)
     rt.metrics.image(step, "samples", grid)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from titok.config import Config
-from titok.data.batch import CodedImageBatch, TrainBatch
+from titok.data.batch import CodedBatch, TrainBatch
 from titok.losses.perceptual import build_perceptual
 from titok.losses.proxy import proxy_code_loss
 from titok.losses.reconstruction import kl_loss, reconstruction_loss
@@ -200,7 +200,7 @@ def _load_maintenance(maintenance: CodebookMaintenance | None, state: dict[str, 
 
 class ProxyObjective:
     """Stage 1: predict the frozen ``teacher``'s codes. Codes come with the batch (a cache: a
-    :class:`CodedImageBatch`) or are computed on the fly from the batch's images, in float32 under ``no_grad``.
+    :class:`CodedBatch`) or are computed on the fly from the batch's images, in float32 under ``no_grad``.
     ``teacher`` may be None when every batch brings its codes and no previews are drawn."""
 
     def __init__(
@@ -229,10 +229,8 @@ class ProxyObjective:
 
     def loss(self, model: nn.Module, batch: TrainBatch, step: int) -> dict[str, torch.Tensor]:
         images = batch.images.to(self.rt.device, non_blocking=True)
-        if isinstance(batch, CodedImageBatch):
-            codes = batch.teacher_codes.to(self.rt.device)
-        else:
-            codes = self.teacher_codes(images)
+        cached = isinstance(batch, CodedBatch)
+        codes = batch.teacher_codes.to(self.rt.device) if cached else self.teacher_codes(images)
         keep = None
         if self.ordering is not None:
             keep = _kept(self.ordering, self.generators["ordering"], model, len(images))

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from titok.data.batch import ImageBatch, StreamBatch
+from titok.data.batch import LabeledBatch, StreamBatch
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ class StreamBatches(Iterator):
     def __init__(self, batches: Iterator[Any], cursors: list[list[int]]) -> None:
         self.batches, self.cursors = batches, cursors
 
-    def __next__(self) -> ImageBatch:
+    def __next__(self) -> LabeledBatch:
         batch: StreamBatch = next(self.batches)
         role, *position = batch.cursors[-1].tolist()
         self.cursors[role] = position
