@@ -82,6 +82,43 @@ def test_recon_end_to_end(ws, capsys):
     assert v["PSNR"] == pytest.approx(psnr(q(recon), q(x)).mean().item(), rel=1e-6)  # batch sizes differ
 
 
+def test_unreadable_files_change_nothing_in_the_others_result(ws, tmp_path, capsys):
+    """12 good images and 2 bad ones that sort 4th and 5th: counted in, they filled a whole IS split (samples i of
+    14 went to split 10 i // 14), and the evaluation was thrown away. Now the report is the 12 images' own."""
+    good, mixed = tmp_path / "good", tmp_path / "mixed"
+    good.mkdir(), mixed.mkdir()
+    for i in range(12):
+        data = (ws / "images" / f"{i:02d}.png").read_bytes()
+        (good / f"{i:02d}.png").write_bytes(data)
+        (mixed / f"{i:02d}.png").write_bytes(data)
+    (mixed / "03x.png").write_bytes(b"not a PNG")
+    Image.new("L", (4000, 10)).save(mixed / "03y.png")  # too elongated to read
+    reports = {}
+    for folder in (good, mixed):
+        out = tmp_path / f"{folder.name}.json"
+        argv = ["eval", "recon", str(ws / "tok"), str(folder), "-o", str(out), "--batch-size", "4", *COMMON]
+        assert main(argv) == (1 if folder is mixed else 0)
+        reports[folder.name] = _json(out)
+    assert "03x.png" in capsys.readouterr().err
+    assert reports["mixed"]["num_images"] == 12 and len(reports["mixed"]["skipped"]) == 2
+    assert "03y.png" in reports["mixed"]["skipped"][1] and "aspect ratio" in reports["mixed"]["skipped"][1]
+    for name, value in reports["good"]["values"].items():  # LPIPS is None where its backbone is not installed
+        expected = value if value is None else pytest.approx(value, rel=1e-9, abs=1e-12)
+        assert reports["mixed"]["values"][name] == expected, name
+    assert reports["mixed"]["values"]["IS-fmnist-cnn"] >= 1
+
+
+def test_recon_of_fewer_images_than_splits_still_reports(ws, tmp_path):
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes((ws / "images" / f"{i:02d}.png").read_bytes())
+    (tmp_path / "bad.png").write_bytes(b"")
+    out = tmp_path / "r.json"
+    assert main(["eval", "recon", str(ws / "tok"), str(tmp_path), "-o", str(out), *COMMON]) == 1
+    report = _json(out)
+    assert report["values"]["IS-fmnist-cnn"] is None and report["values"]["PSNR"] > 0
+    assert "fewer than 10 images scored (3)" in json.dumps(report["metrics"])
+
+
 def test_recon_of_a_vae_is_seeded_and_has_no_codebook(ws):
     from torch.utils.data import Subset
 
@@ -184,7 +221,7 @@ def test_two_processes_merge_to_the_statistics_of_one(ws):
     extractor, samples = fmnist(), NpzImages(npz, 32)
     images = torch.stack([samples[i][0] for i in range(len(samples))])
     features, logits = extractor((images * 255).round().to(torch.uint8))
-    stats, score = FeatureStats(128), InceptionScore(10, 24)
+    stats, score = FeatureStats(128), InceptionScore(10)
     stats.update(features)
     score.update(logits, torch.arange(24))
     one, ref = stats.compute(), Statistics.load(ws / "ref.npz")

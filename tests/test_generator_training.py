@@ -153,7 +153,7 @@ def test_a_nan_in_one_process_stops_both(rule_tokens, tmp_path):
 def test_an_existing_run_is_not_overwritten(rule_tokens, tmp_path):
     path = recipe_file(tmp_path, rule_tokens, max_steps=2, save_every=1)
     assert main(["train", "generator", str(path)]) == 0
-    assert main(["train", "generator", str(path)]) == 1  # checkpoints exist and no --resume
+    assert main(["train", "generator", str(path)]) == 2  # checkpoints exist and no --resume
 
 
 def test_tokens_of_another_codebook_are_rejected(rule_tokens, tmp_path, capsys):
@@ -183,7 +183,7 @@ def test_nan_loss_stops_with_the_last_checkpoint_intact(rule_tokens, tmp_path, m
 
     monkeypatch.setattr(recipe_module, "masked_token_loss", poisoned)
     path = recipe_file(tmp_path, rule_tokens, max_steps=40, save_every=10)
-    assert main(["train", "generator", str(path)]) == 1
+    assert main(["train", "generator", str(path)]) == 2
     assert "step 25: loss = nan; stopping (the last good checkpoint" in caplog.text
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint-10", "checkpoint-20"]

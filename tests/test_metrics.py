@@ -90,7 +90,7 @@ def test_statistics_round_trip_with_metadata(tmp_path):
 
 
 def test_inception_score_of_a_uniform_classifier_is_one():
-    score = InceptionScore(num_classes=7, total=50)
+    score = InceptionScore(num_classes=7)
     score.update(torch.zeros(50, 7), torch.arange(50))
     mean, std = score.compute()
     assert mean == pytest.approx(1.0, abs=1e-12) and std == pytest.approx(0.0, abs=1e-12)
@@ -98,7 +98,7 @@ def test_inception_score_of_a_uniform_classifier_is_one():
 
 def test_inception_score_of_a_confident_balanced_classifier_is_the_class_count():
     labels = torch.arange(100) % 5
-    score = InceptionScore(num_classes=5, total=100)
+    score = InceptionScore(num_classes=5)
     score.update(torch.nn.functional.one_hot(labels, 5).double() * 100, torch.arange(100))
     assert score.compute()[0] == pytest.approx(5.0, rel=1e-9)
 
@@ -107,14 +107,40 @@ def test_inception_score_matches_torch_fidelity_and_merges():
     metric_isc = pytest.importorskip("torch_fidelity.metric_isc")
     logits = torch.randn(200, 12, dtype=torch.float64) * 2
     theirs = metric_isc.isc_features_to_metric(logits, splits=10, shuffle=False)
-    whole = InceptionScore(12, 200)
+    whole = InceptionScore(12)
     whole.update(logits, torch.arange(200))
-    parts = [InceptionScore(12, 200) for _ in range(2)]
+    parts = [InceptionScore(12) for _ in range(2)]
     parts[0].update(logits[:77], torch.arange(77))
     parts[1].update(logits[77:], torch.arange(77, 200))
     for mean, std in (whole.compute(), parts[0].merge(parts[1]).compute()):
         assert mean == pytest.approx(theirs["inception_score_mean"], rel=1e-9)
         assert std == pytest.approx(theirs["inception_score_std"], rel=1e-6)
+
+
+def test_inception_score_never_drops_below_one():
+    # identical predictions: the KL term is 0, and rounding used to make it -2e-16 (a score of 0.9999999999999998)
+    for seed in range(20):
+        row = torch.randn(1, 10, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3
+        score = InceptionScore(10)
+        score.update(row.repeat(30, 1), torch.arange(30))
+        mean, std = score.compute()
+        assert mean >= 1.0 and mean == pytest.approx(1.0, abs=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_inception_score_splits_count_only_the_samples_scored():
+    # samples 10-19 of 100 are missing (unreadable): the 90 others form the 10 splits, as if they were all there was
+    logits = torch.randn(100, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    kept = torch.cat([torch.arange(10), torch.arange(20, 100)])
+    with_gap, alone = InceptionScore(6), InceptionScore(6)
+    with_gap.update(logits[kept[45:]], kept[45:])  # batches in any order
+    with_gap.update(logits[kept[:45]], kept[:45])
+    alone.update(logits[kept], torch.arange(90))
+    for a, b in zip(with_gap.compute(), alone.compute()):
+        assert a == pytest.approx(b, rel=1e-12)
+    few = InceptionScore(6)
+    few.update(logits[:9], torch.arange(9))
+    with pytest.raises(ValueError, match="needs 10 samples or more, got 9"):
+        few.compute()
 
 
 def test_psnr_known_value():

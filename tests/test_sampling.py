@@ -34,7 +34,7 @@ def test_every_reference_sampling_run_exactly(reference_generator):
 def test_mask_schedules_are_bounded_and_monotone(schedule):
     t = torch.linspace(0, 1, 101, dtype=torch.float64)
     r = mask_ratio(schedule, t)
-    assert r[0] == 1 and r[-1] == pytest.approx(0, abs=1e-12)
+    assert r[0] == pytest.approx(1, abs=1e-12) and r[-1] == pytest.approx(0, abs=1e-12)
     assert ((r >= 0) & (r <= 1)).all()
     assert (r[1:] <= r[:-1]).all()
 
@@ -88,8 +88,8 @@ def test_masked_counts_follow_the_arccos_schedule():
 
 
 def test_guidance_schedules():
-    assert [guidance_at(s, 8, 4.5, "linear") for s in (0, 1, 7)] == [0.0, 0.5625, 3.9375]
-    assert guidance_at(0, 64, 6.9, "power-cosine") == 1.0
+    assert [guidance_at(s, 8, 4.5, "linear") for s in (0, 1, 7)] == pytest.approx([0.0, 0.5625, 3.9375], abs=1e-12)
+    assert guidance_at(0, 64, 6.9, "power-cosine") == pytest.approx(1.0, abs=1e-12)
     assert guidance_at(32, 64, 6.9, "power-cosine") == pytest.approx(1.225, abs=1e-3)
     assert guidance_at(63, 64, 6.9, "power-cosine") == pytest.approx(6.87, abs=1e-2)
     assert guidance_at(5, 8, 2.0, "constant") == 2.0

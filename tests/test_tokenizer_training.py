@@ -229,7 +229,7 @@ def test_nan_loss_stops_with_the_last_checkpoint_intact(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(objectives, "reconstruction_loss", poisoned)
     path = recipe_file(tmp_path / "n.yaml", "single_stage", model=TITOK, losses=NO_PERCEPTUAL, gan=GAN)
-    assert main(["train", "tokenizer", str(path), "train.max_steps=8"]) == 1
+    assert main(["train", "tokenizer", str(path), "train.max_steps=8"]) == 2
     checkpoints = tmp_path / "n_run" / "checkpoints"
     # checkpoint-4's weights went into step 5: a resume from it would stop at step 5 again
     assert "step 5: loss = nan, rec = nan; stopping (checkpoint-4 holds the weights that gave them" in caplog.text

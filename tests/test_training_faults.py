@@ -31,7 +31,7 @@ def names(folder: Path) -> list[str]:
 
 def test_a_checkpoint_whose_weights_give_nan_is_set_aside_not_called_good(rule_tokens, tmp_path, caplog):  # noqa: F811
     path = recipe_file(tmp_path, rule_tokens, max_steps=6, batch_size=8, keep_checkpoints=1)
-    assert main(["train", "generator", str(path), *EXPLODE]) == 1
+    assert main(["train", "generator", str(path), *EXPLODE]) == 2
     ckpts = tmp_path / "run" / "checkpoints"
     stopped = "step 3: loss = nan; stopping (checkpoint-2 holds the weights that gave them (a resume from it would "
     assert f"{stopped}stop here again): set aside as {ckpts / 'checkpoint-2.rejected'}" in caplog.text
@@ -49,7 +49,7 @@ def test_a_checkpoint_whose_weights_give_nan_is_set_aside_not_called_good(rule_t
 def test_the_same_for_a_tokenizer_and_with_no_good_checkpoint(tmp_path, caplog):
     path = tokenizer_recipe(tmp_path / "t.yaml", "single_stage", model=TITOK, losses=NO_PERCEPTUAL, gan={"weight": 0})
     explode = ["optim.lr=1e30", "optim.warmup_steps=0", "optim.schedule=constant", "train.save_every=1"]
-    assert main(["train", "tokenizer", str(path), *explode, "train.max_steps=4", "train.ema_decay=0.5"]) == 1
+    assert main(["train", "tokenizer", str(path), *explode, "train.max_steps=4", "train.ema_decay=0.5"]) == 2
     assert "step 2: " in caplog.text and "checkpoint-1 holds the weights that gave them" in caplog.text
     assert "no good checkpoint was written" in caplog.text and "last good checkpoint" not in caplog.text
     assert names(tmp_path / "t_run" / "checkpoints") == ["checkpoint-1.rejected"]
@@ -65,7 +65,7 @@ def test_a_state_that_is_not_finite_is_never_written(rule_tokens, tmp_path, monk
 
     monkeypatch.setattr(EMA, "update", update)
     path = recipe_file(tmp_path, rule_tokens, max_steps=6, batch_size=8, save_every=2, ema_decay=0.9)
-    assert main(["train", "generator", str(path)]) == 1
+    assert main(["train", "generator", str(path)]) == 2
     ckpts = tmp_path / "run" / "checkpoints"
     assert "step 4: the state to checkpoint holds NaN or inf values (1 tensor(s): ema.model.pos_embed)" in caplog.text
     assert f"the last good checkpoint, {ckpts / 'checkpoint-2'}, is intact" in caplog.text

@@ -35,41 +35,55 @@ logger = logging.getLogger(__name__)
 __all__ = ["from_files", "from_weights", "instantiate", "load", "match_state_dict", "read_weights", "save_model"]
 
 
-def instantiate(config: Config, state: Mapping[str, torch.Tensor], source: str, origin=None) -> TitokModel:
-    """Build the model of ``config`` without random initialisation and load ``state`` into it strictly."""
-    return base.instantiate(model_class(config), config, dict(state), source, origin)
+def instantiate(
+    config: Config, state: Mapping[str, torch.Tensor], source: str, origin=None, allow_nonfinite: bool = False
+) -> TitokModel:
+    """Build the model of ``config`` without random initialisation and load ``state`` into it strictly; weights
+    that are not finite are refused (see :func:`~titok.models.storage.check_finite`) unless ``allow_nonfinite``."""
+    return base.instantiate(model_class(config), config, dict(state), source, origin, allow_nonfinite)
 
 
-def from_files(config_path: str | Path, weights_path: str | Path, device: str | torch.device = "cpu") -> TitokModel:
+def from_files(
+    config_path: str | Path,
+    weights_path: str | Path,
+    device: str | torch.device = "cpu",
+    allow_nonfinite: bool = False,
+) -> TitokModel:
     """A model from a ``config.json`` (titok's or the reference's) and its weights file."""
     raw = read_config(config_path)
-    if is_titok_config(raw):
-        return base.load_titok_files(config_path, weights_path, torch.device(device))
     state = read_weights(weights_path, device)
+    if is_titok_config(raw):
+        return base.from_titok_config(raw, state, str(config_path), str(weights_path), allow_nonfinite)
     if not reference_layout.is_reference_config(raw):
         raise ValueError(f"{config_path} is neither a titok config nor a reference (model.vq_model/generator) one")
     kind = reference_layout.detect(set(state))
     if kind is None:
         raise ValueError(f"{weights_path} holds no TiTok, MaskGIT-VQGAN or generator weights that titok knows")
-    config = reference_layout.config_for(raw, kind)
+    try:
+        config = reference_layout.config_for(raw, kind)
+    except (TypeError, AttributeError, KeyError) as e:  # a value of the wrong JSON type somewhere in the file
+        raise ValueError(f"{config_path}: malformed reference config ({type(e).__name__}: {e})") from None
     converted, origin = reference_layout.convert_state_dict(state, config)
-    return instantiate(config, converted, f"{weights_path} (reference layout)", origin)
+    return instantiate(config, converted, f"{weights_path} (reference layout)", origin, allow_nonfinite)
 
 
-def from_weights(path: str | Path, preset: str, device: str | torch.device = "cpu") -> TitokModel:
+def from_weights(
+    path: str | Path, preset: str, device: str | torch.device = "cpu", allow_nonfinite: bool = False
+) -> TitokModel:
     """A model of architecture ``preset`` from a bare weights file, in titok's or the reference's key names."""
     config = get_preset(preset).config
     state = read_weights(path, device)
     if reference_layout.detect(set(state)) is None:  # titok's own key names
-        return instantiate(config, state, str(path))
+        return instantiate(config, state, str(path), None, allow_nonfinite)
     converted, origin = reference_layout.convert_state_dict(state, config)
-    return instantiate(config, converted, f"{path} (reference layout, preset {preset})", origin)
+    return instantiate(config, converted, f"{path} (reference layout, preset {preset})", origin, allow_nonfinite)
 
 
 def load(
     path_or_hub_id: str | Path,
     preset: str | None = None,
     device: str | torch.device | None = None,
+    allow_nonfinite: bool = False,
     **hub_kwargs: Any,
 ) -> TitokModel:
     """Load a tokenizer, 2-D VQGAN or generator, in eval mode, on ``device`` (default CPU).
@@ -78,6 +92,9 @@ def load(
     ``model.safetensors`` or ``pytorch_model.bin``); a bare weights file, whose architecture ``preset`` names
     (e.g. ``maskgit-vqgan-imagenet-f16-256.bin`` with ``preset="maskgit_vqgan"``); a Hub id; or the name of a
     released preset (its Hub repo). ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download``.
+
+    Weights holding NaN or infinite values are refused with an error naming the tensors, unless
+    ``allow_nonfinite=True``. A ``config.json`` that is not a JSON object is a ``ValueError``.
     """
     device = torch.device(device or "cpu")
     path = Path(path_or_hub_id)
@@ -86,11 +103,11 @@ def load(
             raise ValueError(
                 f"{path} is a bare weights file: name its architecture with preset= (one of {list(PRESETS)})"
             )
-        return from_weights(path, preset, device)
+        return from_weights(path, preset, device, allow_nonfinite)
     if preset is not None:
         raise ValueError(f"preset= names the architecture of a bare weights file, but {path_or_hub_id} is not a file")
     if path.is_dir():
-        return from_files(*folder_files(path), device)
+        return from_files(*folder_files(path), device, allow_nonfinite)
     name = str(path_or_hub_id)
     if name in PRESETS:
         hub_id = PRESETS[name].hub_id
@@ -98,7 +115,7 @@ def load(
             raise ValueError(f"preset {name!r} has no released weights; build it with titok.create_model({name!r})")
         name = hub_id
     check_hub_id(name, path_or_hub_id)
-    return from_files(*hub_files(name, **hub_kwargs), device)
+    return from_files(*hub_files(name, **hub_kwargs), device, allow_nonfinite)
 
 
 register_loader(load)

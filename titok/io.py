@@ -1,12 +1,19 @@
-"""File writing that never leaves half a file behind."""
+"""File writing that never leaves half a file behind, and ``.npz`` reading that names what is wrong."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
@@ -43,3 +50,35 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_npz(path: str | Path) -> None:
+    """Raise ``ValueError`` (``FileNotFoundError`` if missing) naming ``path`` unless it is a regular file that starts
+    like a zip archive, as ``np.savez`` writes: not a FIFO (which would block), a ``.npy``, a text file, empty."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(NPY_MAGIC):
+        raise ValueError(f"{path} is a single .npy array, not an .npz archive (write it with np.savez)")
+    if not head.startswith(b"PK"):
+        found = "it is empty" if not head else f"it starts with {head!r}"
+        raise ValueError(f"{path} is not an .npz archive (a zip file written by np.savez): {found}")
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path`` (never unpickled); ``ValueError`` naming the file and the problem."""
+    check_npz(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ValueError(f"cannot read {path} (damaged or truncated): {type(e).__name__}: {e}") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"cannot read {path}: {type(e).__name__}: {e}") from None

@@ -5,9 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
-from titok.cli.common import CommandError, configure_backends, pick_device
+from titok.cli.common import (
+    EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    CommandError,
+    configure_backends,
+    pick_device,
+)
 
 logger = logging.getLogger("titok")
 
@@ -19,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="titok",
         description="Compact 1-D image tokenizers (TiTok) and MaskGIT generators.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -28,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv``; returns the exit status (see ``EXIT_CODES``)."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must not crash a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot read positional key=value overrides that follow an option (`CONFIG --resume a=1`)
@@ -47,7 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug or a fault: one line (and the traceback with -v), never a bare traceback
+        verbose = getattr(args, "verbose", False)
+        if verbose:
+            traceback.print_exc()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        hint = "" if verbose else " (run with -v for the traceback)"
+        print(f"error: unexpected failure: {type(e).__name__}{': ' + first if first else ''}{hint}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,8 +14,58 @@ if TYPE_CHECKING:
     from titok.sampling import SamplingConfig
 
 
+EXIT_OK, EXIT_SKIPPED, EXIT_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}    all done
+  {EXIT_SKIPPED}    done, but some inputs were skipped (each is named on stderr, and in the output where it has a list)
+  {EXIT_INPUT}    usage or input error, or a run that cannot go on: a bad option, model, recipe or output path, no
+       readable input, a training run stopped on a NaN loss (the message says which); checked before the work
+       starts wherever it can be
+  {EXIT_FAILURE}    unexpected failure (a bug, or a fault such as running out of memory): one line, -v for the traceback
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+
+
 class CommandError(Exception):
     """A failure to report as ``error: ...`` with exit status 2 (bad input), without a traceback."""
+
+
+def check_output_file(path: str | None, flag: str) -> None:
+    """Raise ``CommandError`` unless a file can be written at ``path`` (None: no output): not a folder, in a folder
+    that exists or can be made, and writable. Called before the work, so that no result is lost at the end."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CommandError(f"{flag} {path} is a folder; give the path of the file to write")
+    if target.exists() and not target.is_file():
+        raise CommandError(f"{flag} {path} exists and is not a regular file")
+    _check_writable(target.parent, flag, path)
+
+
+def check_output_dir(path: str | None, flag: str) -> None:
+    """Raise ``CommandError`` unless ``path`` is a folder (existing or not yet made) that files can be written in."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise CommandError(f"{flag} {path} exists and is not a folder")
+    _check_writable(target, flag, path)
+
+
+def _check_writable(folder: Path, flag: str, path: str) -> None:
+    """Write and delete a probe file in ``folder`` or, if it does not exist yet, in its nearest existing parent
+    (where it would be made); nothing is created."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CommandError(f"{flag} {path}: {existing} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".titok-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CommandError(f"{flag} {path}: cannot write in {existing} ({e.strerror or e})") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -50,7 +103,7 @@ def add_model_argument(parser: argparse.ArgumentParser, name: str = "model", fla
 
 def add_sampling_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """MaskGIT sampling options under the reference's names (unset: the generator's own settings); read them back
-    with :func:`sampling_options`."""
+    with :func:`sampling_settings`."""
     from titok.sampling import GUIDANCE_DECAYS, MASK_SCHEDULES
 
     parser.add_argument("--steps", type=int, dest="num_sample_steps", help="sampling steps")

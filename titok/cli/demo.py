@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from titok.cli.common import CommandError
+from titok.cli.common import CommandError, check_output_file
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,7 @@ def run_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
     if args.images < 10 or args.samples_per_class < 1:
         raise CommandError("--images must be at least 10 and --samples-per-class at least 1")
+    check_output_file(args.out, "--out")
     try:
         result = demo.run(
             args.out,

@@ -18,6 +18,7 @@ from titok.cli.common import (
     add_common,
     add_model_argument,
     add_sampling_arguments,
+    check_output_file,
     load_model,
     sampling_settings,
 )
@@ -154,17 +155,14 @@ def _finish(report, args: argparse.Namespace) -> int:
 
 
 def run_recon(args: argparse.Namespace) -> int:
-    from torch.utils.data import Subset
-
     from titok.eval.data import open_source
     from titok.eval.recon import ReconOptions, evaluate_reconstruction
 
+    check_output_file(args.output, "-o")
     extractor = _setup(args)
     tokenizer = _model(args.tokenizer, args.weights, args.device, "tokenizer")
     try:
-        dataset, described = open_source(args.data, tokenizer.image_size)
-        if args.num is not None:
-            dataset = Subset(dataset, range(min(args.num, len(dataset))))
+        dataset, described = open_source(args.data, tokenizer.image_size, args.num)
         lpips = None if args.lpips == "none" else args.lpips
         options = ReconOptions(
             batch_size=args.batch_size,
@@ -184,6 +182,8 @@ def run_gen(args: argparse.Namespace) -> int:
     from titok.eval.gen import GenOptions, check_pair, evaluate_generation
     from titok.eval.reference_stats import reference_statistics
 
+    check_output_file(args.output, "-o")
+    check_output_file(args.export_npz, "--export-npz")
     extractor = _setup(args)
     tokenizer = _model(args.tokenizer, args.tokenizer_weights, args.device, "tokenizer")
     generator = _model(args.generator, args.generator_weights, args.device, "generator")
@@ -218,9 +218,10 @@ def run_stats(args: argparse.Namespace) -> int:
     from titok.eval.dist import current_shard
     from titok.eval.reference_stats import image_statistics
 
-    extractor = _setup(args)
     if not args.output:
         raise CommandError("stats needs -o/--output FILE.npz")
+    check_output_file(args.output, "-o")
+    extractor = _setup(args)
     try:
         stats, skipped = image_statistics(
             args.data, extractor, args.size, args.batch_size, args.workers, not args.no_progress

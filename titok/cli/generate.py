@@ -14,6 +14,8 @@ from titok.cli.common import (
     add_common,
     add_model_argument,
     add_sampling_arguments,
+    check_output_dir,
+    check_output_file,
     load_model,
     sampling_settings,
 )
@@ -82,6 +84,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if not args.output and not args.out_dir:
         raise CommandError("say where to write: -o GRID.png and/or --out-dir DIR")
+    check_output_file(args.output, "-o")
+    check_output_dir(args.out_dir, "--out-dir")
     tokenizer = load_model(args.tokenizer, args.tokenizer_weights, args.device)
     generator = load_model(args.generator, args.generator_weights, args.device)
     if not isinstance(tokenizer, ImageTokenizer) or not isinstance(generator, MaskedGenerator):
@@ -131,6 +135,7 @@ def run_pretokenize(args: argparse.Namespace) -> int:
 
     from titok.train.pretokenize import pretokenize
 
+    check_output_dir(args.output, "-o")
     state = PartialState(cpu=args.device.type == "cpu")
     device = state.device if state.num_processes > 1 else args.device
     tokenizer = load_model(args.tokenizer, args.weights, device)

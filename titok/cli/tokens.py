@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -12,14 +15,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from titok.cli.common import CommandError, add_common, add_model_argument, load_model
-from titok.data.images import find_images, iter_image_batches, save_png, to_uint8
-from titok.io import atomic_write
+from titok.cli.common import (
+    EXIT_OK,
+    EXIT_SKIPPED,
+    CommandError,
+    add_common,
+    add_model_argument,
+    check_output_dir,
+    check_output_file,
+    load_model,
+)
+from titok.data.images import MAX_ASPECT_RATIO, find_images, iter_image_batches, save_png, to_uint8
+from titok.io import atomic_write, read_npz
 
 PREPROCESS = (
     "Images of any size and mode are converted to RGB, resized so that their shorter side is the model's resolution "
-    "(bicubic, antialiased) and center-cropped. Unreadable files are reported and skipped; the exit status is 1 if "
-    "any was skipped."
+    "(bicubic, antialiased) and center-cropped. Unreadable files (also FIFOs, link loops, folders that cannot be "
+    f"listed, images longer than {MAX_ASPECT_RATIO} times their width or the other way round) are reported and "
+    "skipped; the exit status is 1 if any was skipped."
 )
 
 
@@ -55,6 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="architecture, parameters, tokens per image, codebook")
     add_model_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(run=run_info)
 
 
@@ -69,22 +83,30 @@ def _tokenizer(args: argparse.Namespace):
     return model
 
 
-def _image_paths(inputs: list[str]) -> list[Path]:
+def _image_paths(inputs: list[str], failures: list[tuple[Path, str]]) -> list[Path]:
+    """The image files of ``inputs``; what the search skipped (FIFOs, link loops, ...) goes to ``failures``."""
     try:
-        paths = find_images(inputs)
+        paths = find_images(inputs, failures)
     except FileNotFoundError as e:
         raise CommandError(str(e)) from None
     if not paths:
+        _report(failures, len(failures))
         raise CommandError(f"no image files found in {' '.join(inputs)}")
     return paths
 
 
 def _report(failures: list[tuple[Path, str]], total: int) -> int:
     if failures:
-        print(f"{len(failures)} of {total} file(s) could not be read and were skipped:", file=sys.stderr)
+        print(f"{len(failures)} of {total} input(s) could not be read and were skipped:", file=sys.stderr)
         for _, reason in failures:
             print(f"  {reason}", file=sys.stderr)
-    return 1 if failures else 0
+    return EXIT_SKIPPED if failures else EXIT_OK
+
+
+def _stem(path: str | Path, limit: int = 100) -> str:
+    """A file name's stem for an output name: at most ``limit`` bytes, so that a prefix still fits the file system's
+    255; bytes that are not UTF-8 are kept as they were (``os.fsdecode``'s surrogate escapes)."""
+    return os.fsdecode(os.fsencode(Path(path).stem)[:limit])
 
 
 @torch.no_grad()
@@ -96,9 +118,11 @@ def _encode(model, images: torch.Tensor) -> np.ndarray:
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
+    check_output_file(args.output, "-o")
     model = _tokenizer(args)
-    paths = _image_paths(args.images)
     failures: list[tuple[Path, str]] = []
+    paths = _image_paths(args.images, failures)
+    total = len(paths) + len(failures)
     rows, done = [], []
     batches = iter_image_batches(paths, model.image_size, args.batch_size, failures)
     with tqdm(total=len(paths), unit="img", desc="tokenize", disable=None) as bar:
@@ -107,7 +131,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
             done.extend(batch.paths)
             bar.update(len(done) + len(failures) - bar.n)
     if not rows:
-        _report(failures, len(paths))
+        _report(failures, total)
         raise CommandError("no image could be read; nothing written")
     key = "codes" if model.codebook_size is not None else "latents"
     arrays = {key: np.concatenate(rows), "files": np.array([str(p) for p in done]), "model": np.array(args.model)}
@@ -118,25 +142,63 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
     atomic_write(args.output, write)
     print(f"wrote {key} {arrays[key].shape} of {len(done)} image(s) to {args.output}")
-    return _report(failures, len(paths))
+    return _report(failures, total)
+
+
+def _open_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``; ``CommandError`` naming the file and the problem otherwise."""
+    try:
+        return read_npz(path)
+    except (ValueError, FileNotFoundError) as e:
+        raise CommandError(str(e)) from None
+
+
+def _check_codes(path: str, values: np.ndarray, model) -> np.ndarray:
+    if values.dtype.kind not in "iu":
+        hint = "; continuous latents are stored as 'latents'" if values.dtype.kind == "f" else ""
+        raise CommandError(f"{path}: 'codes' are {values.dtype}, but codes are integers{hint}")
+    if values.ndim != 2 or values.shape[1] != model.num_tokens:
+        raise CommandError(f"{path} holds codes {values.shape}; this model reads {model.num_tokens} tokens per image")
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= model.codebook_size):
+        bad = int(values.min()) if int(values.min()) < 0 else int(values.max())
+        raise CommandError(f"{path}: code {bad} is out of range; this model's codes lie in [0, {model.codebook_size})")
+    return values.astype(np.int64)
+
+
+def _check_latents(path: str, values: np.ndarray, model) -> np.ndarray:
+    width = model.config.token_dim
+    if values.dtype.kind != "f":
+        raise CommandError(f"{path}: 'latents' are {values.dtype}; expected floats")
+    if values.ndim != 3 or values.shape[1:] != (model.num_tokens, width):
+        raise CommandError(
+            f"{path} holds latents {values.shape}; this model reads {model.num_tokens} tokens per image, {width} wide"
+        )
+    if not np.isfinite(values).all():
+        raise CommandError(f"{path}: the latents hold NaN or infinite values")
+    return values.astype(np.float32)
 
 
 def _read_codes(path: str, model) -> tuple[torch.Tensor, list[str]]:
-    try:
-        with np.load(path) as data:
-            key = "codes" if "codes" in data else "latents" if "latents" in data else None
-            if key is None:
-                raise CommandError(f"{path} holds neither 'codes' nor 'latents' (it has {sorted(data.files)})")
-            values = torch.from_numpy(data[key])
-            files = [str(f) for f in data["files"]] if "files" in data else []
-    except (OSError, ValueError) as e:
-        raise CommandError(f"cannot read {path}: {e}") from None
+    """Codes (B, N) int64 or latents (B, N, D) float32 from a ``titok tokenize`` output, checked against ``model``,
+    and the image names (empty when the file has none)."""
+    arrays = _open_npz(path)
+    key = "codes" if "codes" in arrays else "latents" if "latents" in arrays else None
+    if key is None:
+        raise CommandError(f"{path} holds neither 'codes' nor 'latents' (it has {sorted(arrays)})")
     if (key == "codes") != (model.codebook_size is not None):
         kind = "discrete codes" if key == "codes" else "continuous latents"
         raise CommandError(f"{path} holds {kind}, which this tokenizer does not decode")
-    if values.ndim < 2 or values.shape[1] != model.num_tokens:
-        raise CommandError(f"{path} holds {tuple(values.shape)}; this model reads {model.num_tokens} tokens per image")
-    return values, files
+    check = _check_codes if key == "codes" else _check_latents
+    values = check(path, arrays[key], model)
+    files = arrays.get("files")
+    if files is None:
+        return torch.from_numpy(values), []
+    if files.ndim != 1 or len(files) != len(values) or files.dtype.kind not in "US":
+        raise CommandError(
+            f"{path}: 'files' is {files.dtype} {files.shape}; expected one name per row ({len(values)} strings)"
+        )
+    names = [os.fsdecode(f) if isinstance(f, bytes) else str(f) for f in files.tolist()]
+    return torch.from_numpy(values), names
 
 
 def _decode(model, values: torch.Tensor) -> torch.Tensor:
@@ -150,10 +212,11 @@ def _decode(model, values: torch.Tensor) -> torch.Tensor:
 
 
 def _name(index: int, files: list[str]) -> str:
-    return f"{index:05d}_{Path(files[index]).stem}.png" if index < len(files) else f"{index:05d}.png"
+    return f"{index:05d}_{_stem(files[index])}.png" if index < len(files) else f"{index:05d}.png"
 
 
 def run_detokenize(args: argparse.Namespace) -> int:
+    check_output_dir(args.output, "-o")
     model = _tokenizer(args)
     values, files = _read_codes(args.codes, model)
     out = Path(args.output)
@@ -162,17 +225,28 @@ def run_detokenize(args: argparse.Namespace) -> int:
         for i, image in enumerate(images, start):
             save_png(image, out / _name(i, files))
     print(f"wrote {len(values)} image(s) to {out}")
-    return 0
+    return EXIT_OK
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    """``file,psnr_db`` rows, quoted as CSV needs. A file name that is not valid UTF-8 is written as its bytes
+    (surrogateescape), so that it names the file on disk exactly; such a CSV is not valid UTF-8 throughout."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([("file", "psnr_db"), *rows])
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue(), encoding="utf-8", errors="surrogateescape"))
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     from titok.metrics.image import psnr
 
+    check_output_dir(args.output, "-o")
     model = _tokenizer(args)
-    paths = _image_paths(args.images)
-    out = Path(args.output)
     failures: list[tuple[Path, str]] = []
-    lines, index = ["file,psnr_db"], 0
+    paths = _image_paths(args.images, failures)
+    total = len(paths) + len(failures)
+    out = Path(args.output)
+    rows: list[tuple[str, str]] = []
+    scores_db: list[float] = []
     for batch in tqdm(
         iter_image_batches(paths, model.image_size, args.batch_size, failures),
         total=math.ceil(len(paths) / args.batch_size),
@@ -184,15 +258,16 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         scores = psnr(recon, batch.images)
         side_by_side = to_uint8(torch.cat([batch.images, recon], dim=3))
         for path, image, score in zip(batch.paths, side_by_side, scores.tolist()):
-            save_png(image, out / f"{index:05d}_{path.stem}.png")
-            lines.append(f"{path},{score:.3f}")
+            save_png(image, out / f"{len(rows):05d}_{_stem(path)}.png")
+            rows.append((str(path), f"{score:.3f}"))
+            scores_db.append(score)
             print(f"{score:7.2f} dB  {path}")
-            index += 1
-    if index:
-        atomic_write(out / "psnr.csv", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-        mean = sum(float(line.rsplit(",", 1)[1]) for line in lines[1:]) / index
-        print(f"mean PSNR {mean:.2f} dB over {index} image(s); pictures in {out}")
-    return _report(failures, len(paths))
+    if not rows:
+        _report(failures, total)
+        raise CommandError("no image could be read; nothing written")
+    _write_csv(out / "psnr.csv", rows)
+    print(f"mean PSNR {sum(scores_db) / len(rows):.2f} dB over {len(rows)} image(s); pictures in {out}")
+    return _report(failures, total)
 
 
 def describe(model) -> dict:

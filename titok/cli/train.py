@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from titok.cli.common import CommandError
+from titok.cli.common import EXIT_INPUT, CommandError
 
 logger = logging.getLogger("titok")
 
@@ -62,9 +62,9 @@ def _run(job) -> int:
 
     try:
         final = job()
-    except TrainingError as e:
+    except TrainingError as e:  # the run cannot go on, for a reason its message gives: not a crash
         logger.error("%s", e)
-        return 1
+        return EXIT_INPUT
     except (ValueError, FileNotFoundError) as e:
         logger.info("where it failed (the message follows)", exc_info=True)  # with -v: the traceback too
         raise CommandError(str(e)) from None

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from titok.data.batch import LabeledBatch
-from titok.data.images import IMAGE_EXTENSIONS
+from titok.data.images import IMAGE_EXTENSIONS, find_images, read_image
 from titok.data.transforms import Preprocess
 
 logger = logging.getLogger(__name__)
@@ -102,8 +101,9 @@ class ImageFolder(_Indexed):
     """Image files under ``root``; with class subfolders, each subfolder is a class (sorted names -> 0, 1, ...).
 
     A file that cannot be read is logged and the next readable file is served in its place (the item's ``skipped``
-    count says how many were passed over), so one corrupt file never stops a long run. A folder with no images is
-    an error.
+    count says how many were passed over), so one corrupt file never stops a long run. FIFOs, link loops and
+    folders that cannot be listed are left out and logged (see :func:`~titok.data.files.find_images`). A folder
+    with no images is an error.
     """
 
     def __init__(self, root: str | Path, preprocess: Preprocess) -> None:
@@ -111,7 +111,10 @@ class ImageFolder(_Indexed):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"no such folder: {root}")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        self.unlisted: list[tuple[Path, str]] = []  # what the search reported and left out
+        files = find_images([root], self.unlisted)
+        for _, reason in self.unlisted:
+            logger.warning("left out of the dataset: %s", reason)
         if not files:
             raise ValueError(f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         subdirs = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
@@ -127,9 +130,9 @@ class ImageFolder(_Indexed):
         for attempt in range(len(self.files)):
             i = (index + attempt) % len(self.files)
             try:
-                with Image.open(self.files[i]) as im:
-                    array = np.asarray(im.convert("RGB"))
-                return self.preprocess(torch.from_numpy(array.copy()).permute(2, 0, 1), seed), self.labels[i], attempt
-            except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-                logger.warning("skipped unreadable image %s: %s", self.files[i], e)
+                array = read_image(self.files[i], self.preprocess.size)
+            except ValueError as e:
+                logger.warning("skipped unreadable image: %s", e)
+                continue
+            return self.preprocess(torch.from_numpy(array.copy()).permute(2, 0, 1), seed), self.labels[i], attempt
         raise ValueError(f"none of the {len(self.files)} files under the dataset root is a readable image")

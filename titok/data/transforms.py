@@ -1,7 +1,8 @@
 """The reference's image preprocessing, with randomness drawn from a per-sample seed.
 
 Train: resize the shorter side (bicubic, antialiased), random or center crop, optional horizontal flip.
-Eval: resize the shorter side, center crop. Output (3, S, S) float32 in [0, 1].
+Eval: resize the shorter side, center crop. Output (3, S, S) float32 in [0, 1]. Images beyond
+:data:`~titok.data.images.MAX_ASPECT_RATIO` are refused with a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from titok.data.images import check_size
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Preprocess:
         if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
             raise ValueError(f"expected a (C, H, W) image with 1, 3 or 4 channels, got {tuple(x.shape)}")
         x = x[:3].expand(3, -1, -1) if x.shape[0] != 4 else x[:3]
+        check_size(x.shape[2], x.shape[1], self.size)  # before the resize allocates
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         h, w = x.shape[1:]
         if min(h, w) != self.size:

@@ -35,12 +35,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from titok.data.batch import StreamBatch
+from titok.data.images import read_image
 from titok.data.transforms import Preprocess
 
 logger = logging.getLogger(__name__)
@@ -236,8 +236,7 @@ class ShardStream(IterableDataset):
             logger.warning("skipped sample %s: no image (%s)", name, ", ".join(IMAGE_KEYS))
             return None
         try:
-            with Image.open(io.BytesIO(sample[key])) as im:
-                array = np.asarray(im.convert("RGB"))
+            array = read_image(io.BytesIO(sample[key]), self.preprocess.size)
             label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
         except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, UnicodeDecodeError) as e:
             logger.warning("skipped unreadable sample %s: %s", name, e)

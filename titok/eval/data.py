@@ -9,16 +9,18 @@ crop S x S.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from titok.data.images import find_images, load_image, preprocess
+from titok.data.files import file_kind
+from titok.data.images import check_size, find_images, load_image, preprocess_array
+from titok.io import check_npz
 
 FASHION_MNIST = "fashion-mnist"
 
@@ -30,8 +32,10 @@ class Batch(NamedTuple):
 
 
 class ImageFiles(Dataset):
-    def __init__(self, files: list[Path], size: int) -> None:
-        self.files, self.size = files, size
+    """Image files; ``skipped`` holds what the search for them left out (FIFOs, link loops, unlistable folders)."""
+
+    def __init__(self, files: list[Path], size: int, skipped: list[str] | None = None) -> None:
+        self.files, self.size, self.skipped = files, size, list(skipped or [])
 
     def __len__(self) -> int:
         return len(self.files)
@@ -52,6 +56,12 @@ class NpzImages(Dataset):
         self.offset, self.shape = npz_array_location(path, key)
         if len(self.shape) != 4 or self.shape[3] != 3:
             raise ValueError(f"{path}: {key} has shape {self.shape}; expected N x H x W x 3 uint8 images")
+        if os.path.getsize(path) < self.offset + int(np.prod(self.shape)):
+            raise ValueError(f"{path} is truncated: {key} {self.shape} does not fit in the file")
+        try:
+            check_size(self.shape[2], self.shape[1], size)
+        except ValueError as e:
+            raise ValueError(f"{path}: the images of {key} are {e}") from None
         self._array: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -63,11 +73,19 @@ class NpzImages(Dataset):
         array = np.array(self._array[index])
         if array.shape[:2] == (self.size, self.size):
             return torch.from_numpy(array).permute(2, 0, 1).float() / 255, index, ""
-        return preprocess(Image.fromarray(array), self.size), index, ""
+        return preprocess_array(array, self.size), index, ""
 
 
 def npz_array_location(path: str | Path, key: str) -> tuple[int, tuple[int, ...]]:
     """Byte offset in the file and shape of the uint8 array ``key`` stored uncompressed in the ``.npz`` ``path``."""
+    check_npz(path)
+    try:
+        return _npz_array_location(path, key)
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise ValueError(f"cannot read {path} (damaged or truncated): {type(e).__name__}: {e}") from None
+
+
+def _npz_array_location(path: str | Path, key: str) -> tuple[int, tuple[int, ...]]:
     with zipfile.ZipFile(path) as zf:
         try:
             info = zf.getinfo(f"{key}.npy")
@@ -104,21 +122,31 @@ class FashionMNISTImages(Dataset):
         return self.data[index][0], index, ""
 
 
-def open_source(spec: str, size: int) -> tuple[Dataset, str]:
+def open_source(spec: str, size: int, limit: int | None = None) -> tuple[Dataset, str]:
     """A dataset for ``spec`` (a folder, an ``.npz`` with ``arr_0``, or ``fashion-mnist[:train|test]``, default
-    test) at ``size`` pixels, and a canonical description of it (for results and cache keys)."""
+    test) at ``size`` pixels, of its first ``limit`` items (default all), and a canonical description of it (for
+    results and cache keys). A folder's dataset lists in ``skipped`` what the search left out."""
     if spec == FASHION_MNIST or spec.startswith(FASHION_MNIST + ":"):
         split = spec.partition(":")[2] or "test"
-        return FashionMNISTImages(split, size), f"{FASHION_MNIST}:{split}"
-    path = Path(spec)
-    if path.is_file() and path.suffix == ".npz":
-        return NpzImages(path, size), str(path.resolve())
-    if not path.is_dir():
+        dataset: Dataset = FashionMNISTImages(split, size)
+        described = f"{FASHION_MNIST}:{split}"
+    elif Path(spec).is_file() and Path(spec).suffix == ".npz":
+        dataset, described = NpzImages(spec, size), str(Path(spec).resolve())
+    elif Path(spec).is_dir():
+        skipped: list[tuple[Path, str]] = []
+        files = find_images([spec], skipped)
+        if not files:
+            raise ValueError(f"{spec} holds no image files" + "".join(f"; skipped {r}" for _, r in skipped[:3]))
+        dataset = ImageFiles(files[:limit], size, [reason for _, reason in skipped])
+        return dataset, str(Path(spec).resolve())
+    elif os.path.exists(spec):
+        what = "a file that is not an .npz" if Path(spec).is_file() else file_kind(os.stat(spec).st_mode)
+        raise ValueError(f"{spec} is {what}; expected a folder of images, an .npz or {FASHION_MNIST}:train|test")
+    else:
         raise FileNotFoundError(f"no such folder or .npz: {spec} (or use {FASHION_MNIST}:train / {FASHION_MNIST}:test)")
-    files = find_images([path])
-    if not files:
-        raise ValueError(f"{path} holds no image files")
-    return ImageFiles(files, size), str(path.resolve())
+    if limit is not None and limit < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(limit))
+    return dataset, described
 
 
 def collate(items: list[tuple[torch.Tensor | None, int, str]]) -> Batch:

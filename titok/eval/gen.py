@@ -96,9 +96,11 @@ def evaluate_generation(
     if opts.export_npz:
         disk_check(opts.export_npz, opts.num * size * size * 3 * (1 if shard.world == 1 else 2))
     settings = opts.sampling or generator.config.sampling
-    scorer = FeatureScorer(extractor, opts.num)
+    scorer = FeatureScorer(extractor)
     _sample_and_score(tokenizer, generator, scorer, settings, opts, shard)
-    stats, score = scorer.finish(meta)
+    stats, score, _ = scorer.finish(meta)
+    if stats is None:  # --num is at least 2, and a generator makes every sample it is asked for
+        raise ValueError(f"generation made {opts.num} sample(s); a covariance needs at least 2")
     if opts.export_npz and shard.world > 1:
         barrier()
         if shard.rank == 0:

@@ -105,8 +105,8 @@ def evaluate_reconstruction(
     shard, total, device = current_shard(), len(dataset), tokenizer.device
     lpips_module, lpips_reason = load_lpips(opts.lpips_net, device) if opts.lpips_net else (None, "switched off")
     acc = _Accumulators(
-        FeatureScorer(extractor, total, with_is=False),
-        FeatureScorer(extractor, total),
+        FeatureScorer(extractor, with_is=False),
+        FeatureScorer(extractor),
         _Sums(device),
         CodebookUsage(tokenizer.codebook_size, device) if tokenizer.codebook_size else None,
         lpips_module,
@@ -120,6 +120,10 @@ def evaluate_reconstruction(
             images = batch.images.to(device)
             acc.update(images, *reconstruct(tokenizer, images, generator), batch.indices)
     metrics, count = _metrics(acc, extractor, tokenizer.image_size, opts.lpips_net or "", lpips_reason)
+    skipped = list(getattr(dataset, "skipped", [])) + gather_lists(acc.skipped)  # the search's, then the reads'
+    if count == 0:
+        shown = "; ".join(skipped[:3]) + (f"; ... ({len(skipped)} in all)" if len(skipped) > 3 else "")
+        raise ValueError(f"no image of {describe_data or 'the data'} could be read: {shown or 'none given'}")
     protocol = {
         "data": describe_data,
         "resolution": tokenizer.image_size,
@@ -131,9 +135,11 @@ def evaluate_reconstruction(
         "processes": shard.world,
     }
     warnings = count_warning(f"r{extractor.score_name}", count)
-    skipped = gather_lists(acc.skipped)
     if skipped:
-        warnings.append(f"{len(skipped)} unreadable image(s) skipped (listed under 'skipped')")
+        warnings.append(
+            f"{len(skipped)} input(s) skipped (listed under 'skipped'); every number is over the {count:,} images "
+            "read, the IS splits too"
+        )
     return EvalReport("recon", count, metrics, protocol, warnings, skipped)
 
 
@@ -142,10 +148,16 @@ def _metrics(
 ) -> tuple[list[Metric], int]:
     """Merge the accumulators over processes; the metrics in table order and the number of images scored."""
     meta = {"resolution": str(size), "preprocessing": preprocessing(size)}
-    real_stats, _ = acc.real.finish(meta)
-    fake_stats, score = acc.fake.finish(meta)
+    real_stats, _, count = acc.real.finish(meta)
+    fake_stats, score, _ = acc.fake.finish(meta)
+    if count == 0:  # the same in every process: nothing to merge
+        return [], 0
     mean_psnr, mean_ssim, mean_lpips = acc.sums.means()
-    metrics = [Metric(f"r{extractor.score_name}", distance(real_stats, fake_stats))]
+    name = f"r{extractor.score_name}"
+    if real_stats is None or fake_stats is None:
+        metrics = [Metric(name, None, note=f"a covariance needs at least 2 images, {count} scored")]
+    else:
+        metrics = [Metric(name, distance(real_stats, fake_stats))]
     metrics += is_metrics(extractor, score, acc.fake.no_is_reason)
     metrics += [
         Metric("PSNR", mean_psnr, "dB", "mean over images"),
@@ -160,4 +172,4 @@ def _metrics(
             Metric("codebook usage", acc.usage.usage(), "", f"fraction of {acc.usage.codebook_size} codes used"),
             Metric("codebook entropy", acc.usage.entropy(), "bits"),
         ]
-    return metrics, real_stats.count
+    return metrics, count

@@ -8,15 +8,16 @@ import json
 import logging
 import os
 import re
+import zipfile
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from titok.data.images import round_to_uint8
 from titok.eval.data import FASHION_MNIST, loader, open_source
 from titok.eval.dist import barrier, current_shard, gather_lists
 from titok.eval.scoring import FeatureScorer, preprocessing
+from titok.io import check_npz
 from titok.metrics.extractors import FeatureExtractor
 from titok.metrics.fid import Statistics
 
@@ -34,13 +35,19 @@ def image_statistics(
     """Statistics of every image of ``spec`` (see :func:`titok.eval.data.open_source`) preprocessed to ``size``,
     sharded over processes and merged; and the messages of the files that could not be read."""
     dataset, described = open_source(spec, size)
-    shard, scorer, skipped = current_shard(), FeatureScorer(extractor, len(dataset), with_is=False), []
+    shard, scorer, skipped = current_shard(), FeatureScorer(extractor, with_is=False), []
     batches = loader(dataset, shard.part(len(dataset)), batch_size, workers)
     for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=not progress or shard.rank != 0):
         skipped += batch.errors
         scorer.update(round_to_uint8(batch.images.to(extractor.device)), batch.indices)
-    stats, _ = scorer.finish({"source": described, "resolution": str(size), "preprocessing": preprocessing(size)})
-    return stats, gather_lists(skipped)
+    stats, _, count = scorer.finish(
+        {"source": described, "resolution": str(size), "preprocessing": preprocessing(size)}
+    )
+    skipped = list(getattr(dataset, "skipped", [])) + gather_lists(skipped)
+    if stats is None:
+        shown = "; ".join(skipped[:3]) + (f"; ... ({len(skipped)} in all)" if len(skipped) > 3 else "")
+        raise ValueError(f"statistics need at least 2 readable images of {spec}, got {count}: {shown}")
+    return stats, skipped
 
 
 def _fingerprint(spec: str) -> str:
@@ -59,11 +66,13 @@ def _fingerprint(spec: str) -> str:
 def _holds_statistics(path: Path) -> bool:
     """Whether an ``.npz`` holds ``mu``/``sigma`` to use as they are (an ``arr_0`` of images wins: the statistics
     inside an ADM reference batch come from TensorFlow's Inception graph, not from this extractor)."""
+    check_npz(path)
     try:
-        with np.load(path) as data:
-            return "arr_0" not in data.files and "mu" in data.files and "sigma" in data.files
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"cannot read {path} (damaged or truncated): {e}") from None
+    return "arr_0.npy" not in names and {"mu.npy", "sigma.npy"} <= names
 
 
 def reference_statistics(

@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from titok.eval.dist import gather_lists
 from titok.eval.report import Metric
 from titok.metrics.extractors import INCEPTION_SHA256, FeatureExtractor
 from titok.metrics.fid import FeatureStats, InceptionScore, Statistics, frechet_distance
@@ -25,40 +26,62 @@ def preprocessing(size: int) -> str:
 
 class FeatureScorer:
     """Streams uint8 batches through an extractor into feature statistics and, for classifiers, an Inception
-    Score over ``total`` samples (10 contiguous splits). Accumulators are made on the first batch."""
+    Score over the samples scored (10 contiguous splits of them). Accumulators are made on the first batch."""
 
-    def __init__(self, extractor: FeatureExtractor, total: int, with_is: bool = True) -> None:
-        self.extractor, self.total = extractor, total
-        self.with_is = with_is and total >= IS_SPLITS
-        self.no_is_reason = "" if self.with_is else f"fewer than {IS_SPLITS} images"
+    def __init__(self, extractor: FeatureExtractor, with_is: bool = True) -> None:
+        self.extractor, self.with_is = extractor, with_is
+        self.no_is_reason = "" if with_is else "not asked for"
         self.stats: FeatureStats | None = None
         self.inception_score: InceptionScore | None = None
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, indices: torch.Tensor) -> None:
-        """uint8 images (B, 3, H, W) that are samples ``indices`` (B,) of the run."""
+        """uint8 images (B, 3, H, W) that are samples ``indices`` (B,) of the run (their order for the IS splits)."""
         if len(images) == 0:
             return
         out = self.extractor(images)
         if self.stats is None:
             self.stats = FeatureStats(out.features.shape[1], out.features.device)
             if self.with_is and out.logits is not None:
-                self.inception_score = InceptionScore(out.logits.shape[1], self.total, IS_SPLITS, out.logits.device)
+                self.inception_score = InceptionScore(out.logits.shape[1], IS_SPLITS)
             elif self.with_is:
                 self.no_is_reason = f"{self.extractor.name} has no class logits"
         self.stats.update(out.features)
         if self.inception_score is not None:
             self.inception_score.update(out.logits, indices)
 
-    def finish(self, meta: dict[str, str]) -> tuple[Statistics, tuple[float, float] | None]:
-        """Merge over processes; the statistics (with ``meta`` + the extractor's identity) and (IS, IS std)."""
-        if self.stats is None:
-            raise ValueError("no image was scored")
-        self.stats.all_reduce()
-        score = None
+    def finish(self, meta: dict[str, str]) -> tuple[Statistics | None, tuple[float, float] | None, int]:
+        """Merge over processes: the statistics (with ``meta`` + the extractor's identity; None below 2 samples),
+        (IS, IS std) or None (``no_is_reason`` says why), and the number of samples scored."""
+        self._agree_on_shapes()
+        if self.stats is None:  # no process scored anything
+            return None, None, 0
+        stats = self.stats.all_reduce()
+        count, score = int(stats.count), None
         if self.inception_score is not None:
-            score = self.inception_score.all_reduce().compute()
-        return self.stats.compute({**meta, **self.extractor.describe()}), score
+            self.inception_score.all_reduce()
+            if count >= IS_SPLITS:
+                score = self.inception_score.compute()
+            else:
+                self.no_is_reason = f"fewer than {IS_SPLITS} images scored ({count})"
+        elif self.with_is and not self.no_is_reason:
+            self.no_is_reason = "no image scored"
+        if count < 2:
+            return None, score, count
+        return stats.compute({**meta, **self.extractor.describe()}), score, count
+
+    def _agree_on_shapes(self) -> None:
+        """Give a process that scored nothing (all its images unreadable) empty accumulators of the others' shapes,
+        so that the merge over processes still matches."""
+        mine = (
+            self.stats.dim if self.stats else None,
+            self.inception_score.num_classes if self.inception_score else None,
+        )
+        shapes = [s for s in gather_lists([mine]) if s[0] is not None]
+        if self.stats is None and shapes:
+            self.stats = FeatureStats(shapes[0][0], self.extractor.device)
+            if self.with_is and shapes[0][1] is not None:
+                self.inception_score = InceptionScore(shapes[0][1], IS_SPLITS)
 
 
 def check_reference(reference: Statistics, ours: dict[str, str], feature_dim: int | None = None) -> list[str]:

@@ -84,21 +84,23 @@ class TitokModel(
         pretrained_model_name_or_path: str | Path,
         *,
         device: str | torch.device | None = None,
+        allow_nonfinite: bool = False,
         **hub_kwargs: Any,
     ) -> TitokModel:
         """Load a model saved by ``save_pretrained`` (a folder or a Hub id) or in the reference layout.
 
         ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` (``revision``, ``cache_dir``, ``token``,
-        ``local_files_only``, ``force_download``). Raises ``TypeError`` if the files hold another kind of model.
+        ``local_files_only``, ``force_download``). Raises ``TypeError`` if the files hold another kind of model,
+        ``ValueError`` if the weights hold NaN or infinite values (unless ``allow_nonfinite``).
         titok's own layout is read here; other inputs (the reference's layouts, preset names) go to the loader
         that :mod:`titok.checkpoints` registers.
         """
         name = pretrained_model_name_or_path
         files = storage.titok_files(name, **hub_kwargs)
         if files is None:
-            model = storage.other_layouts(name, device=device, **hub_kwargs)
+            model = storage.other_layouts(name, device=device, allow_nonfinite=allow_nonfinite, **hub_kwargs)
         else:
-            model = load_titok_files(*files, device=torch.device(device or "cpu"))
+            model = load_titok_files(*files, torch.device(device or "cpu"), allow_nonfinite)
         if not isinstance(model, cls):
             raise TypeError(f"{name} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
@@ -117,7 +119,7 @@ def architecture(cls: type[TitokModel]) -> type[TitokModel]:
 def config_of(meta: dict[str, Any], source: str) -> tuple[type[TitokModel], Config]:
     """The class and config that a titok ``config.json`` (parsed) names."""
     arch = meta.get("architecture")
-    if arch not in ARCHITECTURES:
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise ValueError(f"{source}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     storage.check_format_version(meta, source)
     model_cls = ARCHITECTURES[arch]
@@ -128,19 +130,35 @@ def config_of(meta: dict[str, Any], source: str) -> tuple[type[TitokModel], Conf
 
 
 def instantiate(
-    model_cls: type[TitokModel], config: Config, state: dict[str, torch.Tensor], source: str, origin=None
+    model_cls: type[TitokModel],
+    config: Config,
+    state: dict[str, torch.Tensor],
+    source: str,
+    origin: dict[str, str] | None = None,
+    allow_nonfinite: bool = False,
 ) -> TitokModel:
-    """Build ``model_cls(config)`` without random initialisation and load ``state`` into it strictly."""
+    """Build ``model_cls(config)`` without random initialisation and load ``state`` into it strictly; weights that
+    are not finite are refused unless ``allow_nonfinite``."""
     with torch.device("meta"):
         model = model_cls(config)  # type: ignore[call-arg]
-    storage.load_state(model, state, source, origin)
+    storage.load_state(model, state, source, origin, allow_nonfinite)
     return model.eval()
 
 
-def load_titok_files(config_path: str | Path, weights_path: str | Path, device: torch.device) -> TitokModel:
+def from_titok_config(
+    meta: dict[str, Any], state: dict[str, torch.Tensor], config_path: str, weights_path: str, allow_nonfinite=False
+) -> TitokModel:
+    """The model that titok's ``config.json`` (parsed: ``meta``) names, holding the weights ``state``."""
+    model_cls, config = config_of(meta, config_path)
+    return instantiate(model_cls, config, state, weights_path, None, allow_nonfinite)
+
+
+def load_titok_files(
+    config_path: str | Path, weights_path: str | Path, device: torch.device, allow_nonfinite: bool = False
+) -> TitokModel:
     """A model from titok's ``config.json`` and its weights file."""
-    model_cls, config = config_of(storage.read_config(config_path), str(config_path))
-    return instantiate(model_cls, config, storage.read_weights(weights_path, device), str(weights_path))
+    meta, state = storage.read_config(config_path), storage.read_weights(weights_path, device)
+    return from_titok_config(meta, state, str(config_path), str(weights_path), allow_nonfinite)
 
 
 class ImageTokenizer(TitokModel):

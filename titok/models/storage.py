@@ -42,11 +42,16 @@ def save_model(model: torch.nn.Module, directory: str | Path) -> None:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` at ``path`` (titok's or the reference's)."""
+    """The JSON object in ``path``; ``ValueError`` naming the file if it is not UTF-8 JSON holding an object."""
     try:
-        return json.loads(Path(path).read_text())
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} holds a JSON {type(raw).__name__}; expected an object ({{...}}) describing a model")
+    return raw
 
 
 def is_titok_config(raw: Mapping[str, Any]) -> bool:
@@ -54,7 +59,10 @@ def is_titok_config(raw: Mapping[str, Any]) -> bool:
 
 
 def check_format_version(meta: Mapping[str, Any], source: str) -> None:
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{source}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{source}: format_version {meta['format_version']} is newer than this titok reads")
 
 
@@ -122,9 +130,36 @@ def match_state_dict(
     return out
 
 
-def load_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, origin=None) -> None:
-    """Load ``state`` into ``model`` (built on the meta device) strictly, taking the tensors over."""
-    model.load_state_dict(match_state_dict(model, state, source, origin), strict=True, assign=True)
+def check_finite(state: Mapping[str, torch.Tensor], source: str, origin: Mapping[str, str] | None = None) -> None:
+    """Raise ``ValueError`` naming the tensors of ``state`` that hold NaN or infinite values (with their names in
+    ``source``'s layout when ``origin`` maps them): such weights make every output NaN, or every code 0."""
+    bad = []
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                stored = f" (stored as {origin[key]!r})" if origin and key in origin else ""
+                bad.append(f"{key!r}{stored}: {count:,} of {value.numel():,} values")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more tensor(s)" if len(bad) > 5 else "")
+        raise ValueError(
+            f"{source} holds NaN or infinite weights: {shown} (pass allow_nonfinite=True to load them anyway)"
+        )
+
+
+def load_state(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    origin: Mapping[str, str] | None = None,
+    allow_nonfinite: bool = False,
+) -> None:
+    """Load ``state`` into ``model`` (built on the meta device) strictly, taking the tensors over; weights that are
+    not finite are refused (see :func:`check_finite`) unless ``allow_nonfinite``."""
+    state = match_state_dict(model, state, source, origin)
+    if not allow_nonfinite:
+        check_finite(state, source, origin)
+    model.load_state_dict(state, strict=True, assign=True)
 
 
 def hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[str, str]:
@@ -150,6 +185,8 @@ def hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[str, str]:
 def folder_files(folder: Path) -> tuple[Path, Path]:
     """A model folder's ``config.json`` and weights file (safetensors preferred)."""
     config = folder / CONFIG_NAME
+    if config.exists() and not config.is_file():
+        raise ValueError(f"{config} is not a regular file")
     if not config.is_file():
         raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}")
     for name in (SAFETENSORS_NAME, PICKLE_NAME):
