@@ -33,8 +33,8 @@ def test_bad_images(tokenizer, images, message):
     [
         (torch.tensor([[0, 1, 2, 32]]), r"code 32 is out of range: codes must lie in \[0, 32\)"),
         (torch.tensor([[0, 1, -1, 3]]), r"code -1 is out of range"),
-        (torch.zeros(2, 5, dtype=torch.long), r"codes must have shape \(B, 4\), got \(2, 5\)"),
-        (torch.zeros(4, dtype=torch.long), r"codes must have shape \(B, 4\), got \(4,\)"),
+        (torch.zeros(2, 5, dtype=torch.long), r"codes must have shape \(B, k\) with 1 <= k <= 4, got \(2, 5\)"),
+        (torch.zeros(4, dtype=torch.long), r"codes must have shape \(B, k\) with 1 <= k <= 4, got \(4,\)"),
         (torch.zeros(2, 4), r"integer tensor, got dtype torch.float32"),
     ],
 )
@@ -44,7 +44,7 @@ def test_bad_codes(tokenizer, codes, message):
 
 
 def test_bad_latents(tokenizer):
-    with pytest.raises(ValueError, match=r"latents must have shape \(B, 4, 8\), got \(2, 4, 7\)"):
+    with pytest.raises(ValueError, match=r"latents must have shape \(B, k, 8\) with 1 <= k <= 4, got \(2, 4, 7\)"):
         tokenizer.decode(torch.zeros(2, 4, 7))
 
 
