@@ -192,9 +192,14 @@ class ImageTokenizer(TitokModel):
         if lo < -0.05 or hi > 1.05:
             raise ValueError(f"images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
 
+    def encode(self, images: torch.Tensor) -> Any:
+        """Images (B, 3, H, W) in [0, 1] -> latents before quantization (checked here, computed by ``_encode``)."""
+        self.check_images(images)
+        return self._encode(images)
+
     @torch.no_grad()
     def tokenize(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) float in [0, 1] -> codes (B, N) int64."""
         self.check_images(images)
         self.check_range(images)
-        return self.quantize(self.encode(images.to(self.device))).codes
+        return self.quantize(self._encode(images.to(self.device))).codes

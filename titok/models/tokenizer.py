@@ -199,6 +199,9 @@ class TiTok(ImageTokenizer):
         """Images (B, 3, S, S) in [0, 1] -> latents (B, N, D) before quantization; for a VAE the posterior.
         ``num_tokens``: the first k tokens only, (B, k, D)."""
         self.check_images(images)
+        return self._encode(images, num_tokens)
+
+    def _encode(self, images: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor | DiagonalGaussian:
         z = self.encoder(images.to(self.dtype))
         if num_tokens is not None:
             z = z[:, : self.check_prefix(num_tokens)]

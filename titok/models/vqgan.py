@@ -177,9 +177,8 @@ class MaskGITVQGAN(ImageTokenizer):
         if height % f or width % f:
             raise ValueError(f"image sides must be multiples of {f} for this VQGAN, got {height}x{width}")
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> latents (B, h*w, z_channels) before quantization."""
-        self.check_images(images)
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] (checked) -> latents (B, h*w, z_channels) before quantization."""
         z = self.encoder(images.to(self.dtype))  # (B, C, h, w)
         return z.flatten(2).transpose(1, 2)
 
