@@ -2,26 +2,53 @@
 
 >>> import titok
 >>> tokenizer = titok.load("yucornetto/tokenizer_titok_l32_imagenet")   # or a folder, or a file + preset=
+>>> images = tokenizer.preprocess(["photo.jpg", "folder/"])  # or titok.load_images(paths or PIL images, 256)
 >>> codes = tokenizer.tokenize(images)            # (B, 3, 256, 256) in [0, 1] -> (B, 32) int64
 >>> images = tokenizer.detokenize(codes).clamp(0, 1)
 """
 
-from titok.checkpoints import load
-from titok.models import (
-    BertGenerator,
-    GeneratorConfig,
-    MaskedGenerator,
-    MaskGITVQGAN,
-    SamplingConfig,
-    TiTok,
-    TiTokConfig,
-    UViTGenerator,
-    ViTConfig,
-    VQGANConfig,
-    create_model,
-    list_models,
-)
-from titok.quantizers import DiagonalGaussian, QuantizerOutput
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562), so that `import titok.cli` and `titok --help` do not import torch.
+_LAZY = {
+    "load": "titok.checkpoints",
+    "load_images": "titok.data.images",
+    "DiagonalGaussian": "titok.quantizers",
+    "QuantizerOutput": "titok.quantizers",
+    **dict.fromkeys(
+        (
+            "BertGenerator",
+            "GeneratorConfig",
+            "MaskedGenerator",
+            "MaskGITVQGAN",
+            "SamplingConfig",
+            "TiTok",
+            "TiTokConfig",
+            "UViTGenerator",
+            "ViTConfig",
+            "VQGANConfig",
+            "create_model",
+            "list_models",
+        ),
+        "titok.models",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in ("models", "checkpoints", "quantizers", "data", "sampling"):
+        return importlib.import_module(f"titok.{name}")
+    raise AttributeError(f"module 'titok' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 
@@ -41,4 +68,5 @@ __all__ = [
     "create_model",
     "list_models",
     "load",
+    "load_images",
 ]

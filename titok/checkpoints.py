@@ -26,7 +26,6 @@ from titok.models.storage import (
     match_state_dict,
     read_config,
     read_weights,
-    register_loader,
     save_model,
 )
 
@@ -84,9 +83,13 @@ def load(
     preset: str | None = None,
     device: str | torch.device | None = None,
     allow_nonfinite: bool = False,
+    weights: str | None = None,
     **hub_kwargs: Any,
 ) -> TitokModel:
     """Load a tokenizer, 2-D VQGAN or generator, in eval mode, on ``device`` (default CPU).
+
+    A training checkpoint folder (``runs/x/checkpoints/checkpoint-N``) loads too, with its EMA weights or, with
+    ``weights="raw"``, the trained ones (see :mod:`titok.checkpoint_folder`); ``weights`` is for checkpoints only.
 
     ``path_or_hub_id`` is one of: a folder in titok's or the reference's layout (``config.json`` +
     ``model.safetensors`` or ``pytorch_model.bin``); a bare weights file, whose architecture ``preset`` names
@@ -96,8 +99,16 @@ def load(
     Weights holding NaN or infinite values are refused with an error naming the tensors, unless
     ``allow_nonfinite=True``. A ``config.json`` that is not a JSON object is a ``ValueError``.
     """
+    from titok.checkpoint_folder import from_checkpoint, is_checkpoint
+
     device = torch.device(device or "cpu")
     path = Path(path_or_hub_id)
+    if path.is_dir() and is_checkpoint(path):
+        return from_checkpoint(path, weights or "ema", device, allow_nonfinite)
+    if weights is not None:
+        raise ValueError(
+            f"weights={weights!r} chooses the weights of a training checkpoint; {path_or_hub_id} is not one"
+        )
     if path.is_file():
         if preset is None:
             raise ValueError(
@@ -116,6 +127,3 @@ def load(
         name = hub_id
     check_hub_id(name, path_or_hub_id)
     return from_files(*hub_files(name, **hub_kwargs), device, allow_nonfinite)
-
-
-register_loader(load)

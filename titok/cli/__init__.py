@@ -23,7 +23,7 @@ logger = logging.getLogger("titok")
 
 def build_parser() -> argparse.ArgumentParser:
     from titok import __version__
-    from titok.cli import demo, evaluate, generate, tokens, train
+    from titok.cli import demo, evaluate, export, generate, tokens, train
 
     parser = argparse.ArgumentParser(
         prog="titok",
@@ -33,9 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, tokens, generate, train, evaluate):
+    for module in (demo, tokens, generate, train, evaluate, export):
         module.add_parsers(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Options must be spelled whole in every (sub)command: a prefix such as ``--num`` must not silently mean
+    ``--num-workers``."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

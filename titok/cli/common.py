@@ -1,4 +1,5 @@
-"""What the ``titok`` subcommands share: the error they report, device choice, common arguments, model loading."""
+"""What the ``titok`` subcommands share: exit codes, the error they report, output checks, device choice, common
+arguments, model loading, and lazy imports that keep ``--help`` free of torch."""
 
 from __future__ import annotations
 
@@ -6,12 +7,45 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
-
-import torch
 
 if TYPE_CHECKING:
     from titok.sampling import SamplingConfig
+
+
+class _LazyModule(ModuleType):
+    """A module imported on first attribute access: the CLI's modules use torch only inside commands, so that
+    ``titok --help`` (and every command's ``--help``) starts without importing it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+def lazy(name: str) -> ModuleType:
+    """``name``, imported when an attribute of it is first used."""
+    return _LazyModule(name)
+
+
+torch = lazy("torch")
+
+
+def no_grad(function):
+    """``@no_grad`` that imports torch when ``function`` runs, not when it is defined."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with torch.no_grad():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 EXIT_OK, EXIT_SKIPPED, EXIT_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -96,16 +130,24 @@ def add_model_argument(parser: argparse.ArgumentParser, name: str = "model", fla
     parser.add_argument(
         name,
         help="a folder (titok's or the reference's layout), a Hugging Face Hub id, a released preset name, "
-        f"or a preset name with {flag} FILE",
+        f"a preset name with {flag} FILE, or a training checkpoint folder (runs/x/checkpoints/checkpoint-N)",
     )
-    parser.add_argument(flag, metavar="FILE", help="a bare weights file (.safetensors/.bin) of the preset MODEL")
+    parser.add_argument(
+        flag,
+        metavar="FILE|ema|raw",
+        help=f"a bare weights file (.safetensors/.bin) of the preset named by {name.upper()}; or, for a training "
+        "checkpoint folder, which of its weights: ema (default) or raw",
+    )
+
+
+# titok.sampling's names (a test checks that they agree), here so that building the parser imports no torch
+MASK_SCHEDULES = ("arccos", "cosine", "linear", "square", "sqrt")
+GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """MaskGIT sampling options under the reference's names (unset: the generator's own settings); read them back
     with :func:`sampling_settings`."""
-    from titok.sampling import GUIDANCE_DECAYS, MASK_SCHEDULES
-
     parser.add_argument("--steps", type=int, dest="num_sample_steps", help="sampling steps")
     parser.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance scale")
     parser.add_argument("--guidance-decay", choices=list(GUIDANCE_DECAYS), dest="guidance_decay")
@@ -136,9 +178,16 @@ def sampling_settings(args: argparse.Namespace, base: SamplingConfig) -> Samplin
 
 
 def load_model(spec: str, weights: str | None, device: torch.device):
+    """The model ``spec`` names (see :func:`add_model_argument`); ``weights`` a weights file of the preset
+    ``spec``, or ``ema``/``raw`` for a training checkpoint folder."""
     import titok
+    from titok.checkpoint_folder import WEIGHT_CHOICES, is_checkpoint
 
     try:
+        if weights in WEIGHT_CHOICES and (is_checkpoint(spec) or not Path(weights).is_file()):
+            if not is_checkpoint(spec):
+                raise CommandError(f"--weights {weights} chooses a training checkpoint's weights; {spec} is not one")
+            return titok.load(spec, device=device, weights=weights)
         if weights:
             return titok.load(weights, preset=spec, device=device)
         return titok.load(spec, device=device)

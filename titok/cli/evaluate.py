@@ -11,8 +11,6 @@ import os
 import sys
 from collections.abc import Callable
 
-import torch
-
 from titok.cli.common import (
     CommandError,
     add_common,
@@ -21,6 +19,7 @@ from titok.cli.common import (
     check_output_file,
     load_model,
     sampling_settings,
+    torch,
 )
 
 PROTOCOL = (

@@ -6,7 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from titok.cli.common import (
@@ -18,6 +17,7 @@ from titok.cli.common import (
     check_output_file,
     load_model,
     sampling_settings,
+    torch,
 )
 
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from titok.cli.common import (
@@ -23,10 +22,15 @@ from titok.cli.common import (
     add_model_argument,
     check_output_dir,
     check_output_file,
+    lazy,
     load_model,
+    no_grad,
+    torch,
 )
-from titok.data.images import MAX_ASPECT_RATIO, find_images, iter_image_batches, save_png, to_uint8
+from titok.data.files import MAX_ASPECT_RATIO, find_images
 from titok.io import atomic_write, read_npz
+
+_images = lazy("titok.data.images")
 
 PREPROCESS = (
     "Images of any size and mode are converted to RGB, resized so that their shorter side is the model's resolution "
@@ -109,7 +113,7 @@ def _stem(path: str | Path, limit: int = 100) -> str:
     return os.fsdecode(os.fsencode(Path(path).stem)[:limit])
 
 
-@torch.no_grad()
+@no_grad
 def _encode(model, images: torch.Tensor) -> np.ndarray:
     """Codes (VQ) or posterior means (continuous tokenizers) as a numpy array."""
     return _latents(model, images).cpu().numpy()
@@ -129,7 +133,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     paths = _image_paths(args.images, failures)
     total = len(paths) + len(failures)
     rows, done = [], []
-    batches = iter_image_batches(paths, model.image_size, args.batch_size, failures)
+    batches = _images.iter_image_batches(paths, model.image_size, args.batch_size, failures)
     with tqdm(total=len(paths), unit="img", desc="tokenize", disable=None) as bar:
         for batch in batches:
             rows.append(_encode(model, batch.images))
@@ -226,9 +230,9 @@ def run_detokenize(args: argparse.Namespace) -> int:
     values, files = _read_codes(args.codes, model)
     out = Path(args.output)
     for start in tqdm(range(0, len(values), args.batch_size), unit="batch", desc="detokenize", disable=None):
-        images = to_uint8(_decode(model, values[start : start + args.batch_size]))
+        images = _images.to_uint8(_decode(model, values[start : start + args.batch_size]))
         for i, image in enumerate(images, start):
-            save_png(image, out / _name(i, files))
+            _images.save_png(image, out / _name(i, files))
     print(f"wrote {len(values)} image(s) to {out}")
     return EXIT_OK
 
@@ -253,7 +257,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]] = []
     scores_db: list[float] = []
     for batch in tqdm(
-        iter_image_batches(paths, model.image_size, args.batch_size, failures),
+        _images.iter_image_batches(paths, model.image_size, args.batch_size, failures),
         total=math.ceil(len(paths) / args.batch_size),
         unit="batch",
         desc="reconstruct",
@@ -261,9 +265,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     ):
         recon = _decode(model, _latents(model, batch.images)).float().cpu()
         scores = psnr(recon, batch.images)
-        side_by_side = to_uint8(torch.cat([batch.images, recon], dim=3))
+        side_by_side = _images.to_uint8(torch.cat([batch.images, recon], dim=3))
         for path, image, score in zip(batch.paths, side_by_side, scores.tolist()):
-            save_png(image, out / f"{len(rows):05d}_{_stem(path)}.png")
+            _images.save_png(image, out / f"{len(rows):05d}_{_stem(path)}.png")
             rows.append((str(path), f"{score:.3f}"))
             scores_db.append(score)
             print(f"{score:7.2f} dB  {path}")

@@ -14,26 +14,54 @@ logger = logging.getLogger("titok")
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a model from a recipe (YAML in configs/)",
-        description="Run a training recipe. Overrides look like train.max_steps=1000 optim.lr=3e-4. Launch under "
-        "torchrun or `accelerate launch` for several processes (on CPU, set ACCELERATE_USE_CPU=1).",
+        help="train a model from a recipe (a shipped recipe's name or a YAML file)",
+        description="Run a training recipe: the name of a shipped recipe (titok train --list shows them) or a YAML "
+        "file. Overrides look like train.max_steps=1000 optim.lr=3e-4. Launch under torchrun or `accelerate "
+        "launch` for several processes (on CPU, set ACCELERATE_USE_CPU=1).",
+        allow_abbrev=False,
     )
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    p.add_argument("--list", action="store_true", help="list the shipped recipes, one line each, and exit")
+    p.set_defaults(run=run_list, kind=None)
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
     t = kinds.add_parser(
         "tokenizer",
         help="a tokenizer: recipe vqgan, stage1, stage2 or single_stage",
         description="Train a 2-D VQGAN teacher (vqgan), a two-stage TiTok (stage1, then stage2) or a single-stage "
-        "TiTok (single_stage) from a recipe in configs/tokenizer/. Overrides look like train.max_steps=1000.",
+        "TiTok (single_stage) from a recipe: a shipped recipe's name (titok train --list) or a YAML file. "
+        "Overrides look like train.max_steps=1000.",
+        allow_abbrev=False,
     )
     _recipe_arguments(t)
     t.set_defaults(run=run_recipe, allowed={"vqgan", "stage1", "stage2", "single_stage"})
-    g = kinds.add_parser("generator", help="a MaskGIT generator on pretokenized codes")
+    g = kinds.add_parser(
+        "generator",
+        help="a MaskGIT generator on pretokenized codes",
+        description="Train a class-conditional MaskGIT generator (BERT or U-ViT) on the codes of a tokens folder "
+        "written by `titok pretokenize`, from a recipe: a shipped recipe's name (titok train --list) or a YAML file. "
+        "Overrides look like train.max_steps=1000.",
+        allow_abbrev=False,
+    )
     _recipe_arguments(g)
     g.set_defaults(run=run_recipe, allowed={"generator"})
 
 
+def run_list(args: argparse.Namespace) -> int:
+    """``titok train --list``: the shipped recipes, one line each."""
+    from titok.configs import KINDS, recipe_files, summary
+
+    if not args.list:
+        raise CommandError("give a KIND (tokenizer or generator) and a recipe, or --list")
+    for kind in KINDS:
+        print(f"{kind} recipes (titok train {kind} NAME):")
+        files = recipe_files(kind)
+        width = max(map(len, files))
+        for name, path in files.items():
+            print(f"  {name:<{width}}  {summary(path)}")
+    return 0
+
+
 def _recipe_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="the recipe YAML")
+    p.add_argument("config", help="a shipped recipe's name (titok train --list) or a recipe YAML file")
     p.add_argument("overrides", nargs="*", help="key=value settings that replace the recipe's")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
     p.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint folder")
@@ -46,13 +74,19 @@ def _resume(args: argparse.Namespace) -> bool | str:
 
 def run_recipe(args: argparse.Namespace) -> int:
     """Parse the recipe (only the names ``args.allowed``) and run its training function."""
+    from titok.configs import missing_inputs, resolve
     from titok.train.config import read_recipe
     from titok.train.recipes import parse, recipes
 
     try:
-        recipe = parse(read_recipe(args.config, args.overrides), args.config, args.allowed)
+        path = resolve(args.config, args.kind)
+        raw = read_recipe(path, args.overrides)
+        recipe = parse(raw, str(path), args.allowed)
     except (ValueError, FileNotFoundError) as e:
         raise CommandError(str(e)) from None
+    missing = missing_inputs(raw, path)
+    if missing:
+        raise CommandError(f"{path.stem} needs an earlier run: " + "; ".join(missing))
     train = recipes()[recipe.recipe][1]
     return _run(lambda: train(recipe, _resume(args)))
 

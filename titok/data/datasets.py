@@ -134,5 +134,5 @@ class ImageFolder(_Indexed):
             except ValueError as e:
                 logger.warning("skipped unreadable image: %s", e)
                 continue
-            return self.preprocess(torch.from_numpy(array.copy()).permute(2, 0, 1), seed), self.labels[i], attempt
+            return self.preprocess(array, seed), self.labels[i], attempt
         raise ValueError(f"none of the {len(self.files)} files under the dataset root is a readable image")

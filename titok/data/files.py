@@ -18,6 +18,10 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# The longer side may be at most this many times the shorter. Resizing the shorter side to S makes the longer one
+# S * ratio, so a 1 x 3,000,000 strip (a 3 KB PNG) would become a 256 x 768,000,000 image: refused instead.
+MAX_ASPECT_RATIO = 32
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
 Skipped = list[tuple[Path, str]]

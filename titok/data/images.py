@@ -1,10 +1,11 @@
 """Image files <-> tensors, with the reference's evaluation preprocessing.
 
-Any size and mode is converted to RGB, resized so its shorter side is the model's resolution (bicubic, antialiased)
-and center-cropped to a square: the reference's evaluation transform. :func:`read_image` is the one place where
-image files become pixels, for inference and training data alike: it refuses what it cannot convert faithfully
-(an unknown mode, out-of-range deep pixels, an aspect ratio beyond :data:`MAX_ASPECT_RATIO`, a FIFO) with a
-``ValueError`` naming the file, before anything large is allocated.
+Any size and mode is turned upright (EXIF orientation), converted to RGB, resized so its shorter side is the
+model's resolution (bicubic, antialiased) and center-cropped to a square: the reference's evaluation transform,
+the same pixels through every command, training and the Python API (:func:`load_images`).
+:func:`read_image` is the one place where image files become pixels, for inference and training data alike: it
+refuses what it cannot convert faithfully (an unknown mode, out-of-range deep pixels, an aspect ratio beyond
+:data:`MAX_ASPECT_RATIO`, a FIFO) with a ``ValueError`` naming the file, before anything large is allocated.
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
+from PIL import Image, ImageOps
 
-from titok.data.files import IMAGE_EXTENSIONS, file_kind, find_images
+from titok.data.files import IMAGE_EXTENSIONS, MAX_ASPECT_RATIO, file_kind, find_images
 from titok.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images"]  # re-exported: they lived here first
+__all__ = ["IMAGE_EXTENSIONS", "MAX_ASPECT_RATIO", "find_images"]  # re-exported: they lived here first
 
-# The longer side may be at most this many times the shorter. Resizing the shorter side to S makes the longer one
-# S * ratio, so a 1 x 3,000,000 strip (a 3 KB PNG) would become a 256 x 768,000,000 image: refused instead.
-MAX_ASPECT_RATIO = 32
+
+ORIENTATION_TAG = 0x0112  # EXIF: how the stored pixels are turned
 
 # Modes whose pixels are bytes: Pillow's convert("RGB") is the reference's conversion (palettes looked up; CMYK,
 # YCbCr, LAB, HSV converted; alpha dropped, premultiplied RGBa divided out first).
@@ -80,9 +81,22 @@ def rgb_array(image: Image.Image) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned the way its EXIF orientation tag says it is viewed (a phone's portrait photo is stored
+    lying down with a tag that says so); unchanged when there is no tag."""
+    try:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # an unreadable EXIF block is no orientation
+        return image
+    if orientation in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def read_image(path: str | Path | BinaryIO, size: int) -> np.ndarray:
-    """Decode one image file (a path or an open binary file) to :func:`rgb_array`'s (H, W, 3), after checking that
-    it is a regular file and that its size can be resized to ``size``. Raises ``ValueError`` naming the file."""
+    """Decode one image file (a path or an open binary file) to :func:`rgb_array`'s (H, W, 3), turned upright by its
+    EXIF orientation (:func:`upright`), after checking that it is a regular file and that its size can be resized
+    to ``size``. Raises ``ValueError`` naming the file."""
     name = getattr(path, "name", path)
     if isinstance(path, (str, Path)):
         try:
@@ -95,29 +109,72 @@ def read_image(path: str | Path | BinaryIO, size: int) -> np.ndarray:
         with Image.open(path) as image:
             check_size(image.width, image.height, size)  # from the header, before the pixels are decoded
             image.load()
-            return rgb_array(image)
+            return rgb_array(upright(image))
     except ValueError as e:
         raise ValueError(f"cannot read image {name}: {e}") from None
     except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, struct.error, EOFError, ... on bad data
         raise ValueError(f"cannot read image {name}: {type(e).__name__}: {e}") from None
 
 
-def preprocess_array(array: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 or float in [0, 1] -> (3, size, size) float32 in [0, 1]: shorter side resized to ``size``
-    (bicubic, antialiased; uint8 through PIL, as the reference), center crop."""
-    from torchvision.transforms import v2 as T
+def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) with the shorter side made ``size`` and the longer scaled and truncated, as torchvision's
+    ``Resize(size)`` (the reference's) computes it."""
+    check_size(width, height, size)
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
 
-    check_size(array.shape[1], array.shape[0], size)
-    resize = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=True), T.CenterCrop(size)]
+
+def _as_hwc(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(H, W, 3) numpy uint8 or float32, from :func:`rgb_array`'s layout or a (C, H, W) tensor with C in {1, 3, 4}
+    (grey is repeated, alpha dropped)."""
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+            raise ValueError(f"expected a (C, H, W) image with 1, 3 or 4 channels, got {tuple(image.shape)}")
+        image = image[:3].expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {tuple(image.shape)}")
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def resize_shorter(image: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """An (H, W, 3) array or (C, H, W) tensor, uint8 or float in [0, 1] -> (3, H', W') float32 in [0, 1] whose
+    shorter side is ``size``: bicubic, antialiased; uint8 pixels through Pillow, as the reference's torchvision
+    ``Resize`` on PIL images, deeper (float) pixels through ``F.interpolate``. The one resize of every image titok
+    reads: :func:`preprocess_array` center-crops its result, training (:class:`~titok.data.transforms.Preprocess`)
+    may crop at random and flip it."""
+    array = _as_hwc(image)
+    height, width = array.shape[:2]
+    new_h, new_w = resized_size(height, width, size)
     if array.dtype == np.uint8:
-        transform = T.Compose([*resize, T.PILToTensor(), T.ToDtype(torch.float32, scale=True)])
-        return transform(Image.fromarray(array))
-    image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
-    return T.Compose(resize)(image).clamp(0, 1).contiguous()
+        if (new_h, new_w) != (height, width):
+            array = np.asarray(Image.fromarray(array).resize((new_w, new_h), Image.Resampling.BICUBIC))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
+    x = torch.from_numpy(array).permute(2, 0, 1)
+    if (new_h, new_w) != (height, width):
+        x = F.interpolate(x[None], size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)[0]
+    return x.clamp(0, 1).contiguous()
+
+
+def center_offsets(height: int, width: int, size: int) -> tuple[int, int]:
+    """(top, left) of the centered ``size`` x ``size`` crop, rounded as torchvision's ``CenterCrop``."""
+    return round((height - size) / 2.0), round((width - size) / 2.0)
+
+
+def preprocess_array(array: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 or float in [0, 1] (or a (C, H, W) tensor) -> (3, size, size) float32 in [0, 1]: the
+    reference's evaluation transform, shorter side resized to ``size`` (:func:`resize_shorter`), center crop."""
+    x = resize_shorter(array, size)
+    top, left = center_offsets(x.shape[1], x.shape[2], size)
+    return x[:, top : top + size, left : left + size].contiguous()
 
 
 def preprocess(image: Image.Image, size: int) -> torch.Tensor:
-    """A PIL image -> (3, size, size) float32 in [0, 1]: RGB, shorter side resized to ``size``, center crop."""
+    """A PIL image -> (3, size, size) float32 in [0, 1]: EXIF orientation applied, RGB, shorter side resized to
+    ``size``, center crop."""
+    image = upright(image)
     check_size(image.width, image.height, size)
     return preprocess_array(rgb_array(image), size)
 
@@ -125,6 +182,26 @@ def preprocess(image: Image.Image, size: int) -> torch.Tensor:
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """Read and preprocess one file; raises ``ValueError`` naming the file if it is not a readable image."""
     return preprocess_array(read_image(path, size), size)
+
+
+def load_images(images: str | Path | Image.Image | Sequence[str | Path | Image.Image], size: int) -> torch.Tensor:
+    """Files (paths; a folder is searched for images) or PIL images -> (B, 3, size, size) float32 in [0, 1], the
+    input of ``tokenize``/``encode``: EXIF orientation applied, RGB, shorter side resized to ``size`` (bicubic,
+    antialiased), center crop; the same pixels as every command and training run reads.
+
+    An unreadable file raises ``ValueError`` naming it; a path that does not exist, ``FileNotFoundError``."""
+    items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+    out: list[torch.Tensor] = []
+    for item in items:
+        if isinstance(item, Image.Image):
+            out.append(preprocess(item, size))
+            continue
+        if not isinstance(item, (str, Path)):
+            raise TypeError(f"expected file paths or PIL images, got {type(item).__name__}")
+        out.extend(load_image(path, size) for path in find_images([item]))
+    if not out:
+        raise ValueError(f"no images to load (given {images!r})")
+    return torch.stack(out)
 
 
 @dataclass

@@ -241,4 +241,4 @@ class ShardStream(IterableDataset):
         except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, UnicodeDecodeError) as e:
             logger.warning("skipped unreadable sample %s: %s", name, e)
             return None
-        return self.preprocess(torch.from_numpy(array.copy()).permute(2, 0, 1), seed), label
+        return self.preprocess(array, seed), label

@@ -70,10 +70,7 @@ class NpzImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
         if self._array is None:  # opened lazily, so that each DataLoader worker maps the file itself
             self._array = np.memmap(self.path, np.uint8, "r", offset=self.offset, shape=self.shape)
-        array = np.array(self._array[index])
-        if array.shape[:2] == (self.size, self.size):
-            return torch.from_numpy(array).permute(2, 0, 1).float() / 255, index, ""
-        return preprocess_array(array, self.size), index, ""
+        return preprocess_array(np.array(self._array[index]), self.size), index, ""
 
 
 def npz_array_location(path: str | Path, key: str) -> tuple[int, tuple[int, ...]]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from titok.config import Config
 from titok.models.base import ARCHITECTURES, ImageTokenizer, TitokModel
@@ -32,6 +33,25 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+C = TypeVar("C", bound=Config)
+
+
+def model_section(section: Mapping[str, Any] | None, expected: type[C], where: str = "model") -> C:
+    """A recipe's ``model`` section: ``{preset: NAME, <field>: <value>...}`` (the preset's config with fields
+    replaced) or a whole config of type ``expected``."""
+    section = dict(section or {})
+    preset = section.pop("preset", None)
+    if preset is None:
+        return expected.from_dict(section, where=where)
+    base = get_preset(preset).config
+    if not isinstance(base, expected):
+        raise ValueError(f"{where}.preset {preset!r} is a {type(base).__name__}, expected a {expected.__name__}")
+    try:
+        return base.replace(**section)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def create_model(name: str, **overrides: Any) -> TitokModel:
@@ -65,4 +85,5 @@ __all__ = [
     "get_preset",
     "list_models",
     "model_class",
+    "model_section",
 ]

@@ -56,6 +56,17 @@ class TitokModel(
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Image files, folders or PIL images -> (B, 3, S, S) float32 in [0, 1] on the model's device, at the
+        model's resolution S: the input of ``tokenize``/``encode``, the pixels every titok command and training run
+        reads (see :func:`titok.load_images`)."""
+        from titok.data.images import load_images
+
+        size = getattr(self, "image_size", None)
+        if size is None:
+            raise TypeError(f"{type(self).__name__} reads no images (it has no image_size)")
+        return load_images(images, size).to(self.device)
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute transformer blocks' activations in backward (less memory, about a third more compute)."""
         for module in self.modules():
@@ -87,20 +98,23 @@ class TitokModel(
         allow_nonfinite: bool = False,
         **hub_kwargs: Any,
     ) -> TitokModel:
-        """Load a model saved by ``save_pretrained`` (a folder or a Hub id) or in the reference layout.
+        """Load a model saved by ``save_pretrained``: a folder or a Hub id in titok's layout.
 
         ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` (``revision``, ``cache_dir``, ``token``,
         ``local_files_only``, ``force_download``). Raises ``TypeError`` if the files hold another kind of model,
-        ``ValueError`` if the weights hold NaN or infinite values (unless ``allow_nonfinite``).
-        titok's own layout is read here; other inputs (the reference's layouts, preset names) go to the loader
-        that :mod:`titok.checkpoints` registers.
+        ``ValueError`` if the weights hold NaN or infinite values (unless ``allow_nonfinite``), or if the input is
+        something that only ``titok.load`` reads (the reference's layouts, a bare weights file, a preset name, a
+        training checkpoint).
         """
         name = pretrained_model_name_or_path
         files = storage.titok_files(name, **hub_kwargs)
         if files is None:
-            model = storage.other_layouts(name, device=device, allow_nonfinite=allow_nonfinite, **hub_kwargs)
-        else:
-            model = load_titok_files(*files, torch.device(device or "cpu"), allow_nonfinite)
+            raise ValueError(
+                f"{name} is not a folder or Hub repo in titok's layout (config.json with format 'titok'); "
+                "titok.load reads it if it is in the reference's layout, a bare weights file (with preset=), a "
+                "preset name or a training checkpoint"
+            )
+        model = load_titok_files(*files, torch.device(device or "cpu"), allow_nonfinite)
         if not isinstance(model, cls):
             raise TypeError(f"{name} holds a {type(model).__name__}, not a {cls.__name__}")
         return model

@@ -3,14 +3,14 @@
 ``config.json`` is ``{"format": "titok", "architecture": ..., "config": {...}}``. Loading is strict: a missing,
 unexpected or mis-shaped key is an error that names it. Pickled weights (``.bin``/``.pt``) are read with
 ``weights_only=True``, so a checkpoint cannot run code. This module knows no model class: the classes call it
-(``save_pretrained``/``from_pretrained``), and :mod:`titok.checkpoints` adds the reference's layouts on top.
+(``save_pretrained``/``from_pretrained``); :mod:`titok.checkpoints` reads every other input on top of it.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,7 @@ def check_hub_id(name: str, given: Any) -> None:
 
 def titok_files(name: str | Path, **hub_kwargs: Any) -> tuple[Path | str, Path | str] | None:
     """``config.json`` and weights of a folder or Hub repo in titok's layout; None for anything else (a file, a
-    preset name, the reference's layout)."""
+    preset name, a training checkpoint, the reference's layout: ``titok.load`` reads those)."""
     path = Path(name)
     if path.is_dir():
         files: tuple[Path | str, Path | str] = folder_files(path)
@@ -211,18 +211,3 @@ def titok_files(name: str | Path, **hub_kwargs: Any) -> tuple[Path | str, Path |
     else:
         return None
     return files if is_titok_config(read_config(files[0])) else None
-
-
-_OTHER_LAYOUTS: list[Callable[..., Any]] = []
-
-
-def register_loader(load: Callable[..., Any]) -> None:
-    """Install the loader of every other input (``titok.checkpoints.load``: the reference's layouts, bare weights
-    files, preset names); ``from_pretrained`` hands it what titok's own layout does not cover."""
-    _OTHER_LAYOUTS[:] = [load]
-
-
-def other_layouts(name: str | Path, **kwargs: Any) -> Any:
-    if not _OTHER_LAYOUTS:
-        raise ValueError(f"{name} is not a folder or Hub repo in titok's layout (import titok to read others)")
-    return _OTHER_LAYOUTS[0](name, **kwargs)

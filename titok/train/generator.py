@@ -20,9 +20,9 @@ from titok.data.batch import TokenBatch
 from titok.data.images import save_grid
 from titok.data.tokens import TokenDataset
 from titok.losses.masked import masked_token_loss, random_mask
-from titok.models import GeneratorConfig, MaskedGenerator, build_model
+from titok.models import GeneratorConfig, MaskedGenerator, build_model, model_section
 from titok.sampling import SamplingConfig
-from titok.train.config import OptimConfig, RunConfig, model_section
+from titok.train.config import OptimConfig, RunConfig
 from titok.train.ema import EMA
 from titok.train.optim import make_optimizer
 from titok.train.runtime import Runtime, start

@@ -71,7 +71,7 @@ class HeldOut:
         usage = CodebookUsage(tokenizer.codebook_size, device) if tokenizer.codebook_size else None
         real = fake = None
         if self.extractor is not None:
-            real, fake = (FeatureScorer(self.extractor, len(self.dataset), with_is=False) for _ in range(2))
+            real, fake = (FeatureScorer(self.extractor, with_is=False) for _ in range(2))
         generator = torch.Generator(device).manual_seed(shard.rank)
         for batch in loader(self.dataset, shard.part(len(self.dataset)), self.cfg.batch_size, 0):
             if not len(batch.images):
@@ -92,7 +92,9 @@ class HeldOut:
         values = {"heldout_psnr": float(sums[1] / sums[0]), "heldout_ssim": float(sums[2] / sums[0])}
         if real is not None:
             meta = {"heldout": self.describe}
-            values[f"heldout_r{self.extractor.score_name}"] = distance(real.finish(meta)[0], fake.finish(meta)[0])
+            real_stats, fake_stats = real.finish(meta)[0], fake.finish(meta)[0]
+            if real_stats is not None and fake_stats is not None:  # None below 2 images
+                values[f"heldout_r{self.extractor.score_name}"] = distance(real_stats, fake_stats)
         if usage is not None:
             stats = usage.all_reduce().stats()
             values.update(

@@ -23,10 +23,10 @@ from typing import Any, Literal
 from titok.config import Config
 from titok.data.build import DataConfig, build_dataset, first_images
 from titok.data.tokens import WithCachedCodes
-from titok.models import MaskGITVQGAN, TiTok, TiTokConfig, build_model
+from titok.models import MaskGITVQGAN, TiTok, TiTokConfig, build_model, model_section
 from titok.models.tokenizer import check_proxy_teacher, two_stage_from
 from titok.train.codebook import CodebookConfig
-from titok.train.config import OptimConfig, RunConfig, model_section
+from titok.train.config import OptimConfig, RunConfig
 from titok.train.gan import GANConfig, resume_architecture
 from titok.train.heldout import HeldOutConfig
 from titok.train.loop import PreviewConfig, fit, seeded

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from titok.models import VQGANConfig, build_model
-from titok.train.config import model_section
+from titok.models import VQGANConfig, build_model, model_section
 from titok.train.gan import resume_architecture
 from titok.train.loop import seeded
 from titok.train.runtime import start
