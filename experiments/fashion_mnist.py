@@ -103,6 +103,7 @@ REMEDIES = [
         ("vq_kmeans", {"codebook.kmeans_init": "true"}),
         ("vq_clustering", {"codebook.clustering": "true"}),
         ("vq_restart", {"codebook.restart_after": 50}),
+        ("vq_clustering_restart", {"codebook.clustering": "true", "codebook.restart_after": 50}),
         ("vq_l2_12d", L2_12D),
         ("vq_l2_12d_clustering", {**L2_12D, "codebook.clustering": "true"}),
         ("fsq_8555", FSQ),
