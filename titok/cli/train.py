@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from titok.cli import EXIT_INPUT, CommandError
+from titok.cli.common import EXIT_INPUT, CommandError
 
 logger = logging.getLogger("titok")
 
