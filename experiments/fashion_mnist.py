@@ -96,8 +96,9 @@ TWINS = [(f"tokens{n}", f"grid_tokens{n}", f"{n} tokens") for n in (64, 16, 4)]
 HELDOUT = {"heldout.source": "fashion-mnist:test", "heldout.num": 1000, "heldout.extractor": "fmnist"}
 L2_12D = {"model.l2_norm": "true", "model.token_dim": 12}
 FSQ = {"model.quantizer": "fsq", "model.fsq_levels": "[8,5,5,5]", "model.token_dim": 4, "model.codebook_size": 1000}
+NO_REMEDY = {"codebook.clustering": "false", "codebook.kmeans_init": "false", "codebook.restart_after": 0}
 REMEDIES = [
-    Run(name, {**HELDOUT, **overrides}, steps=2000, checkpoints=4)
+    Run(name, {**HELDOUT, **NO_REMEDY, **overrides}, steps=2000, checkpoints=4)
     for name, overrides in [
         ("vq", {}),
         ("vq_kmeans", {"codebook.kmeans_init": "true"}),
@@ -307,7 +308,8 @@ def evaluate_remedies(runs: Path, threads: int) -> dict:
         if not final.exists():
             continue
         entry = _recon(final, runs / run.name / "eval.json", None, threads)
-        entry["overrides"] = _describe({k: v for k, v in run.overrides.items() if k not in HELDOUT})
+        own = {k: v for k, v in run.overrides.items() if k not in HELDOUT and NO_REMEDY.get(k, object()) != v}
+        entry["overrides"] = _describe(own)
         entry["curve"] = heldout_curve(runs / run.name / "metrics.jsonl")
         entry["steps"] = run.steps
         results[run.name] = entry

@@ -4,6 +4,7 @@ and titok export writes a clean model folder from it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,3 +68,15 @@ def test_commands_read_a_checkpoint_and_export_writes_a_model_folder(run, tmp_pa
     assert main(["tokenize", str(checkpoint), str(images), "--weights", "ema", "-o", str(codes)]) == 0
     assert main(["tokenize", str(run / "final"), str(images), "--weights", "raw", "-o", str(codes)]) == 2
     assert "chooses a training checkpoint's weights" in capsys.readouterr().err
+
+
+def test_the_checkpoint_reader_knows_every_recipe_and_its_model_kind():
+    # titok.checkpoint_folder reads a recipe's model section without the training code: its table must agree
+    from titok.checkpoint_folder import RECIPES_OF_TOKENIZERS, model_config
+    from titok.train.recipes import recipes
+
+    assert set(RECIPES_OF_TOKENIZERS) | {"generator", "vqgan"} == set(recipes())
+    config = model_config({"recipe": "stage1", "model": {"preset": "titok_s128"}}, Path("ckpt"))
+    assert isinstance(config, titok.TiTokConfig)
+    with pytest.raises(ValueError, match=r"ckpt: recipe 'stage3' is not one of"):
+        model_config({"recipe": "stage3"}, Path("ckpt"))

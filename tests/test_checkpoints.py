@@ -37,6 +37,18 @@ def test_from_pretrained_of_the_wrong_class(tmp_path):
         titok.TiTok.from_pretrained(tmp_path)
 
 
+def test_from_pretrained_reads_titok_layout_only_and_serves_abstract_classes(tmp_path):
+    # titok's own layout is read below the model classes; the reference's goes through titok.load (checkpoints.py)
+    build("uvit").save_pretrained(tmp_path / "gen")
+    assert type(titok.MaskedGenerator.from_pretrained(tmp_path / "gen")) is titok.UViTGenerator
+    folder = write_reference_folder("titok_vq_pixel_head", tmp_path / "ref")
+    with pytest.raises(ValueError, match=r"not a folder or Hub repo in titok's layout.*titok\.load reads it"):
+        titok.TiTok.from_pretrained(folder)
+    assert type(titok.load(folder)) is titok.TiTok
+    with pytest.raises(ValueError, match=r"titok\.load reads it"):
+        titok.TiTok.from_pretrained(tmp_path / "gen" / "model.safetensors")
+
+
 def test_config_that_disagrees_with_its_weights(tmp_path):
     build("titok_pixels_vq").save_pretrained(tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())

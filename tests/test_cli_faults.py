@@ -114,12 +114,12 @@ def test_outputs_are_checked_before_the_work(tmp_path, monkeypatch, capsys, argv
 
 
 def test_an_unwritable_output_folder_is_refused(tmp_path, monkeypatch, capsys, ws):
-    import titok.cli
+    import titok.cli.common
 
     def refuse(prefix, dir):
         raise PermissionError(13, "Permission denied")  # as in a read-only folder (chmod does not stop root)
 
-    monkeypatch.setattr(titok.cli.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(titok.cli.common.tempfile, "mkstemp", refuse)
     assert main(["tokenize", str(ws / "model"), str(ws / "images"), "-o", str(tmp_path / "c.npz")]) == 2
     assert f"cannot write in {tmp_path} (Permission denied)" in capsys.readouterr().err
 

@@ -19,7 +19,7 @@ from titok.cli import main
 from titok.data.datasets import FashionMNIST
 from titok.data.images import load_image
 from titok.eval.data import NpzImages
-from titok.eval.reference import image_statistics
+from titok.eval.reference_stats import image_statistics
 from titok.metrics.extractors import fmnist
 from titok.metrics.fid import FeatureStats, InceptionScore, Statistics, frechet_distance
 from titok.metrics.image import psnr
@@ -157,7 +157,7 @@ def test_gen_end_to_end_with_export_and_cached_reference(ws, monkeypatch, capsys
         np.testing.assert_array_equal(data["arr_1"], np.arange(25) % 10)
     assert len(list(cache.glob("*.npz"))) == 1
     # a second run reads the cached reference statistics and, with the same seed, makes the same samples
-    monkeypatch.setattr("titok.eval.reference.image_statistics", lambda *a, **k: pytest.fail("cache not used"))
+    monkeypatch.setattr("titok.eval.reference_stats.image_statistics", lambda *a, **k: pytest.fail("cache not used"))
     assert main([*args[:-2], "-o", str(ws / "gen2.json"), *COMMON]) == 0
     assert _json(ws / "gen2.json")["values"] == report["values"]
 

@@ -209,3 +209,17 @@ def test_activation_checkpointing_changes_nothing_but_memory(name):
     assert torch.allclose(plain_out, ckpt_out, atol=1e-6)
     assert plain_grads.keys() == ckpt_grads.keys()
     assert all(torch.allclose(plain_grads[k], ckpt_grads[k], atol=1e-6) for k in plain_grads)
+
+
+@pytest.mark.parametrize("name", ["titok_pixels_vq", "vqgan"])
+def test_tokenize_and_encode_check_the_images_once(name, monkeypatch):
+    model = build(name).eval()
+    calls = []
+    check = type(model).check_images
+    monkeypatch.setattr(type(model), "check_images", lambda self, x: calls.append(x.shape) or check(self, x))
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    codes = model.tokenize(images)
+    assert len(calls) == 1
+    model.encode(images)
+    assert len(calls) == 2
+    assert torch.equal(codes, model.quantize(model.encode(images)).codes)

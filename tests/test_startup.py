@@ -40,7 +40,8 @@ def test_import_titok_is_lazy_and_complete():
 
 
 def test_sampling_choices_agree_with_titok_sampling():
-    from titok import cli, sampling
+    from titok import sampling
+    from titok.cli import common as cli
 
     assert tuple(sampling.MASK_SCHEDULES) == cli.MASK_SCHEDULES
     assert tuple(sampling.GUIDANCE_DECAYS) == cli.GUIDANCE_DECAYS

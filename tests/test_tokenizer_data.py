@@ -69,11 +69,11 @@ def test_a_stream_resumes_exactly_through_the_runtime(tmp_path, shards, buffer, 
     batches = rt.batches(stream)
     for _ in range(5):
         next(batches)
-    state, position = rt._stream_state(), rt.position
+    state, position = rt.data.stream_state(), rt.data.position
     assert position == 15
     assert state["kind"] == "stream" and state["workers"] == 2 and len(state["cursors"]) == 2
     rt = start(run.replace(output_dir=str(tmp_path / "c")), {})
-    rt._resumed_data, rt.position = state, position
+    rt.data.resumed, rt.data.position = state, position
     resumed = rt.batches(stream)
     for expected in straight[5:]:
         got = next(resumed)

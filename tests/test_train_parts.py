@@ -15,10 +15,10 @@ from torch import nn
 from titok.data.sampler import ResumableSampler
 from titok.data.transforms import Preprocess
 from titok.losses.masked import masked_token_loss, random_mask
-from titok.train.checkpoint import CheckpointManager, capture_rng, restore_rng
 from titok.train.config import OptimConfig, read_recipe
 from titok.train.ema import EMA
 from titok.train.optim import lr_at, param_groups
+from titok.train.state import CheckpointManager, capture_rng, restore_rng
 
 
 def test_random_mask_counts_follow_the_schedule():

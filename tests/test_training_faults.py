@@ -16,10 +16,10 @@ from test_tokenizer_training import recipe_file as tokenizer_recipe
 
 from titok.cli import main
 from titok.train import runfolder
-from titok.train.checkpoint import CheckpointManager, nonfinite
 from titok.train.config import read_recipe
 from titok.train.ema import EMA
 from titok.train.gan import resume_architecture
+from titok.train.state import CheckpointManager, nonfinite
 
 # lr 0 at step 1 (warm-up), then 5e29: the weights after step 2 are ~1e29, finite, and give a NaN loss at step 3.
 EXPLODE = ["optim.lr=1e30", "optim.warmup_steps=2", "optim.schedule=constant", "train.save_every=1"]

@@ -13,6 +13,7 @@ import torch
 
 STATE = "state.pt"
 WEIGHT_CHOICES = ("ema", "raw")
+RECIPES_OF_TOKENIZERS = ("stage1", "stage2", "single_stage")  # the others: generator, vqgan
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -62,18 +63,28 @@ def from_checkpoint(
     path: str | Path, weights: str = "ema", device: str | torch.device = "cpu", allow_nonfinite: bool = False
 ):
     """The model of the training checkpoint folder ``path``, with its EMA (default) or raw weights, in eval mode."""
-    from titok.checkpoints import instantiate
-    from titok.train.recipes import parse
+    from titok.models import base, model_class
 
     path = Path(path)
     state = read_state(path)
-    recipe = parse(_recipe(path, state), str(path))
+    config = model_config(_recipe(path, state), path)
+    chosen = weights_of(state, weights, path)
+    source = f"{path} ({weights} weights, step {state.get('step', '?')})"
+    model = base.instantiate(model_class(config), config, chosen, source, None, allow_nonfinite)
+    return model.to(device)
+
+
+def model_config(recipe: dict[str, Any], path: Path):
+    """The model config of a training recipe (as saved with its checkpoints): its ``model`` section, of the kind
+    its ``recipe`` trains (a table, so that loading a checkpoint needs none of the training code)."""
+    from titok.models import GeneratorConfig, TiTokConfig, VQGANConfig, model_section
+
+    kinds = {"generator": GeneratorConfig, "vqgan": VQGANConfig}
+    kinds.update(dict.fromkeys(RECIPES_OF_TOKENIZERS, TiTokConfig))
+    name = recipe.get("recipe")
+    if name not in kinds:
+        raise ValueError(f"{path}: recipe {name!r} is not one of {sorted(kinds)}")
     try:
-        config = recipe.model_config()
+        return model_section(recipe.get("model"), kinds[name])
     except ValueError as e:
         raise ValueError(f"{path}: the recipe's model section does not give the architecture: {e}") from None
-    chosen = weights_of(state, weights, path)
-    model = instantiate(
-        config, chosen, f"{path} ({weights} weights, step {state.get('step', '?')})", None, allow_nonfinite
-    )
-    return model.to(device)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from titok.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
-from titok.data.images import quantize, save_png
+from titok.data.images import round_to_uint8, save_png
 from titok.data.transforms import Preprocess
 from titok.metrics.extractors import fmnist
 from titok.metrics.fid import FeatureStats, Statistics, frechet_distance
@@ -57,7 +57,7 @@ def held_out_images(count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
 def _features(extractor, images: torch.Tensor) -> FeatureStats:
     """FD-fmnist statistics of float images (B, 3, S, S) in [0, 1], as their PNGs hold them."""
     stats = FeatureStats(128)
-    for chunk in quantize(images).split(500):
+    for chunk in round_to_uint8(images).split(500):
         stats.update(extractor(chunk).features)
     return stats
 
@@ -75,13 +75,7 @@ def run(
     """Run the demo on the CPU and write the grid to ``out``."""
     import titok
 
-    clock, seconds = time.perf_counter(), {}
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        seconds[name] = time.perf_counter() - clock
-        clock = time.perf_counter()
-
+    lap = _Laps()
     tok, gen = titok.load(tokenizer), titok.load(generator)
     extractor = fmnist()
     reference = Statistics.load(TEST_STATS)
@@ -96,15 +90,11 @@ def run(
     rng = torch.Generator().manual_seed(seed)
     samples = torch.cat([tok.detokenize(gen.generate(c, generator=rng)).clamp(0, 1) for c in classes.split(batch_size)])
     lap("generate")
-    shown = quantize(recon).float() / 255
+    shown = round_to_uint8(recon).float() / 255
     rfd = frechet_distance(*_moments(_features(extractor, recon)), reference.mu, reference.sigma)
     gfd = frechet_distance(*_moments(_features(extractor, samples)), reference.mu, reference.sigma)
     lap("score")
-    first = torch.tensor([int((labels == c).nonzero()[0]) for c in range(gen.config.num_classes)])
-    per_class = samples.view(gen.config.num_classes, samples_per_class, *samples.shape[1:])
-    rows = [("original", images[first]), ("reconstruction", recon[first])]
-    rows += [(f"sample {k + 1}", per_class[:, k]) for k in range(min(4, samples_per_class))]
-    write_grid(out, rows, [name[:12] for name in FASHION_MNIST_CLASSES[: gen.config.num_classes]])
+    _write_demo_grid(out, images, recon, samples, labels, gen.config.num_classes, samples_per_class)
     lap("grid")
     return DemoResult(
         grid=Path(out),
@@ -115,8 +105,28 @@ def run(
         psnr_db=float(psnr(shown, images).mean()),
         rfd=rfd,
         gfd=gfd,
-        seconds={**seconds, "total": sum(seconds.values())},
+        seconds={**lap.seconds, "total": sum(lap.seconds.values())},
     )
+
+
+class _Laps:
+    """Call with a name to record the seconds since the previous call under it."""
+
+    def __init__(self) -> None:
+        self.clock, self.seconds = time.perf_counter(), {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self.clock = now - self.clock, now
+
+
+def _write_demo_grid(out, images, recon, samples, labels, num_classes: int, samples_per_class: int) -> None:
+    """One column per class: its first held-out image, the reconstruction, and up to four samples."""
+    first = torch.tensor([int((labels == c).nonzero()[0]) for c in range(num_classes)])
+    per_class = samples.view(num_classes, samples_per_class, *samples.shape[1:])
+    rows = [("original", images[first]), ("reconstruction", recon[first])]
+    rows += [(f"sample {k + 1}", per_class[:, k]) for k in range(min(4, samples_per_class))]
+    write_grid(out, rows, [name[:12] for name in FASHION_MNIST_CLASSES[:num_classes]])
 
 
 def _moments(stats: FeatureStats) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +147,7 @@ def write_grid(out: str | Path, rows: list[tuple[str, torch.Tensor]], columns: l
         draw.text((left + c * cell + 2, 8), name, fill="black")
     for r, (name, batch) in enumerate(rows):
         draw.text((4, top + r * cell + cell // 2 - 6), name, fill="black")
-        for c, tile in enumerate(quantize(batch).permute(0, 2, 3, 1).numpy()):
+        for c, tile in enumerate(round_to_uint8(batch).permute(0, 2, 3, 1).numpy()):
             tile = Image.fromarray(tile).resize((cell - 4, cell - 4), Image.NEAREST)
             canvas.paste(tile, (left + c * cell + 2, top + r * cell + 2))
     save_png(np.asarray(canvas), out)

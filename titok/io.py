@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 NPY_MAGIC = b"\x93NUMPY"
+
+logger = logging.getLogger(__name__)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
@@ -82,3 +86,21 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"cannot read {path} (damaged or truncated): {type(e).__name__}: {e}") from None
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+
+
+def read_jsonl(
+    path: Path, valid: Callable[[Any], bool], reason: str, damaged: str, skip_blank: bool = False
+) -> Iterator[tuple[str, dict]]:
+    """(line, entry) for each line of the JSON-lines file ``path`` whose entry passes ``valid``; any other line (torn
+    by a killed writer, or not an entry: ``reason``) is logged as ``"{path} line {n} {damaged}"`` and skipped."""
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if skip_blank and not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not valid(entry):
+                raise ValueError(reason)
+        except ValueError as e:
+            logger.warning("%s line %d " + damaged, path, number, e)
+            continue
+        yield line, entry

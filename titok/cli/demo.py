@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from titok.cli import CommandError, check_output_file
+from titok.cli.common import CommandError, check_output_file
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -11,14 +11,14 @@ import os
 import sys
 from collections.abc import Callable
 
-from titok.cli import (
+from titok.cli.common import (
     CommandError,
     add_common,
     add_model_argument,
     add_sampling_arguments,
     check_output_file,
     load_model,
-    sampling_options,
+    sampling_settings,
     torch,
 )
 
@@ -210,7 +210,7 @@ def run_recon(args: argparse.Namespace) -> int:
 
 def run_gen(args: argparse.Namespace) -> int:
     from titok.eval.gen import GenOptions, check_pair, evaluate_generation
-    from titok.eval.reference import reference_statistics
+    from titok.eval.reference_stats import reference_statistics
 
     check_output_file(args.output, "-o")
     check_output_file(args.export_npz, "--export-npz")
@@ -221,12 +221,11 @@ def run_gen(args: argparse.Namespace) -> int:
         check_pair(tokenizer, generator)  # before the reference statistics, which can take a while
     except ValueError as e:
         raise CommandError(str(e)) from None
-    sampling = sampling_options(args)
     options = GenOptions(
         num=args.num,
         batch_size=args.batch_size,
         seed=args.seed,
-        sampling=sampling,
+        sampling=sampling_settings(args, generator.config.sampling),
         export_npz=args.export_npz,
         progress=not args.no_progress,
     )
@@ -247,7 +246,7 @@ def run_gen(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     from titok.eval.dist import current_shard
-    from titok.eval.reference import image_statistics
+    from titok.eval.reference_stats import image_statistics
 
     if not args.output:
         raise CommandError("stats needs -o/--output FILE.npz")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from titok.cli import add_common, add_model_argument, check_output_dir, load_model
+from titok.cli.common import add_common, add_model_argument, check_output_dir, load_model
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from titok.cli import (
+from titok.cli.common import (
     CommandError,
     add_common,
     add_model_argument,
@@ -16,7 +16,7 @@ from titok.cli import (
     check_output_dir,
     check_output_file,
     load_model,
-    sampling_options,
+    sampling_settings,
     torch,
 )
 
@@ -60,18 +60,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_pretokenize)
 
 
-def _labels(args: argparse.Namespace, num_classes: int) -> torch.Tensor | None:
+def _labels(args: argparse.Namespace, generator) -> torch.Tensor | None:
     if args.unconditional is not None:
         if args.unconditional < 1:
             raise CommandError(f"--unconditional must be at least 1, got {args.unconditional}")
         return None
+    num_classes = generator.config.num_classes
     try:
         classes = [int(c) for c in args.classes.split(",")] if args.classes else list(range(min(num_classes, 10)))
     except ValueError:
         raise CommandError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad:
-        raise CommandError(f"class id {bad[0]} is out of range: the generator knows classes [0, {num_classes})")
+    try:
+        generator.check_labels(classes)  # the generator's own check, once, before any sampling
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     if args.per_class < 1:
         raise CommandError(f"--per-class must be at least 1, got {args.per_class}")
     return torch.tensor(classes).repeat_interleave(args.per_class)
@@ -94,19 +96,15 @@ def run_generate(args: argparse.Namespace) -> int:
             f"the generator models {generator.num_tokens} codes of {generator.codebook_size}; the tokenizer has "
             f"{tokenizer.num_tokens} codes of {tokenizer.codebook_size}"
         )
-    labels = _labels(args, generator.config.num_classes)
+    labels = _labels(args, generator)
     total = args.unconditional if labels is None else len(labels)
-    settings = sampling_options(args)
-    try:
-        generator.config.sampling.replace(**settings)
-    except ValueError as e:
-        raise CommandError(str(e)) from None
+    settings = sampling_settings(args, generator.config.sampling)
     rng = torch.Generator(args.device).manual_seed(args.seed)
     images, start = [], time.perf_counter()
     for lo in tqdm(range(0, total, args.batch_size), unit="batch", desc="generate", disable=None):
         n = min(args.batch_size, total - lo)
         batch_labels = None if labels is None else labels[lo : lo + n]
-        codes = generator.generate(batch_labels, num_samples=n, generator=rng, **settings)
+        codes = generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng)
         images.append(tokenizer.detokenize(codes).clamp(0, 1).float().cpu())
     elapsed = time.perf_counter() - start
     images_t = torch.cat(images)
@@ -116,9 +114,8 @@ def run_generate(args: argparse.Namespace) -> int:
             save_png(image, Path(args.out_dir) / f"{i:05d}{tag}.png")
     if args.output:
         save_grid(images_t, args.output, nrow=args.per_class if labels is not None else 8)
-    used = generator.config.sampling.replace(**settings).to_dict()
     print(f"{total} sample(s) in {elapsed:.2f} s ({total / elapsed:.1f} samples/s), seed {args.seed}")
-    print("sampling: " + ", ".join(f"{k}={v}" for k, v in used.items()))
+    print("sampling: " + ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()))
     print("wrote " + " and ".join(x for x in (args.output, args.out_dir) if x))
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from titok.cli import (
+from titok.cli.common import (
     EXIT_OK,
     EXIT_SKIPPED,
     CommandError,
@@ -121,9 +121,14 @@ def _stem(path: str | Path, limit: int = 100) -> str:
 @no_grad
 def _encode(model, images: torch.Tensor) -> np.ndarray:
     """Codes (VQ) or posterior means (continuous tokenizers) as a numpy array."""
+    return _latents(model, images).cpu().numpy()
+
+
+def _latents(model, images: torch.Tensor) -> torch.Tensor:
+    """Codes (VQ) or float32 posterior means (continuous tokenizers), on the model's device."""
     if model.codebook_size is None:
-        return model.encode(images.to(model.device)).mean.float().cpu().numpy()
-    return model.tokenize(images).cpu().numpy()
+        return model.encode(images.to(model.device)).mean.float()
+    return model.tokenize(images)
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
@@ -263,7 +268,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         desc="reconstruct",
         disable=None,
     ):
-        recon = _decode(model, torch.from_numpy(_encode(model, batch.images))).float().cpu()
+        recon = _decode(model, _latents(model, batch.images)).float().cpu()
         scores = psnr(recon, batch.images)
         side_by_side = _images.to_uint8(torch.cat([batch.images, recon], dim=3))
         for path, image, score in zip(batch.paths, side_by_side, scores.tolist()):
@@ -329,9 +334,10 @@ def describe(model) -> dict:
 
 def run_info(args: argparse.Namespace) -> int:
     from titok.models import PRESETS, build_model
+    from titok.skeleton import skeleton
 
     if args.weights is None and args.model in PRESETS:
-        with torch.device("meta"):  # the architecture alone: nothing to download
+        with skeleton():  # the architecture alone: nothing to download
             model = build_model(PRESETS[args.model].config)
         note = f"preset {args.model}: {PRESETS[args.model].description} (architecture only, no weights loaded)"
     else:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from titok.cli import EXIT_INPUT, CommandError
+from titok.cli.common import EXIT_INPUT, CommandError
 
 logger = logging.getLogger("titok")
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from titok.data.batch import LabeledBatch
 from titok.data.images import IMAGE_EXTENSIONS, find_images, read_image
 from titok.data.transforms import Preprocess
 
@@ -57,9 +58,10 @@ class _Indexed(Dataset, abc.ABC):
     def __init__(self, preprocess: Preprocess) -> None:
         self.preprocess = preprocess
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> LabeledBatch:
+        """One item: (image, label, skipped), collated into an :class:`~titok.data.batch.LabeledBatch`."""
         index, seed = item if isinstance(item, tuple) else (item, None)
-        return self.load(index, seed)
+        return LabeledBatch(*self.load(index, seed))
 
     @abc.abstractmethod
     def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:

@@ -230,15 +230,15 @@ def iter_image_batches(
         yield ImageBatch(torch.stack(images), kept)
 
 
-def quantize(images: torch.Tensor) -> torch.Tensor:
+def round_to_uint8(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) float -> (B, 3, H, W) uint8 on the same device, clamped to [0, 1] and rounded to the nearest
     level: what a PNG of the images holds."""
     return images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) float -> (B, H, W, 3) uint8 numpy array, as :func:`quantize` rounds."""
-    return quantize(images).permute(0, 2, 3, 1).cpu().numpy()
+    """(B, 3, H, W) float -> (B, H, W, 3) uint8 numpy array, as :func:`round_to_uint8` rounds."""
+    return round_to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:

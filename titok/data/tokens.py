@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from titok.data.batch import CodedBatch, TokenBatch
 from titok.io import atomic_write
 
 META = "meta.json"
@@ -63,9 +64,9 @@ class TokenDataset(Dataset):
     def __len__(self) -> int:
         return self.meta.count
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> TokenBatch:
         index = item[0] if isinstance(item, tuple) else item
-        return torch.from_numpy(self.codes[index].astype(np.int64)), int(self.labels[index])
+        return TokenBatch(torch.from_numpy(self.codes[index].astype(np.int64)), int(self.labels[index]))
 
     def check(self, codebook_size: int, num_tokens: int, num_classes: int | None = None) -> None:
         """Raise ``ValueError`` unless these tokens fit a model of this codebook size, length and class count."""
@@ -203,7 +204,7 @@ class WithCachedCodes(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> CodedBatch:
         index, seed = item if isinstance(item, tuple) else (item, None)
         image, label, skipped = self.dataset[item]
         served = (index + skipped) % len(self.dataset)  # a folder serves the next readable file for a broken one
@@ -212,4 +213,4 @@ class WithCachedCodes(Dataset):
         row = int((self.flipped_rows if mirrored else self.rows)[served])
         if row < 0:
             raise ValueError(f"image {served} of the data has no codes in {self.root} (unreadable when pretokenized)")
-        return (image.flip(-1) if mirrored else image), label, skipped, self.tokens[row][0]
+        return CodedBatch((image.flip(-1) if mirrored else image), label, skipped, self.tokens[row].codes)

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from titok.data.batch import StreamBatch
 from titok.data.images import read_image
 from titok.data.transforms import Preprocess
 
@@ -160,7 +161,7 @@ class ShardStream(IterableDataset):
         stream.cursors = [(int(e), int(p), int(k)) for e, p, k in cursors]
         return stream
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int, int, torch.Tensor]]:
+    def __iter__(self) -> Iterator[StreamBatch]:
         info = get_worker_info()
         role = self.roles[info.id if info is not None else 0]
         return self._consume(role, *self.cursors[role])
@@ -180,7 +181,7 @@ class ShardStream(IterableDataset):
                     if item is None:
                         continue
                     good += 1
-                    yield item[0], item[1], skipped, torch.tensor([role, epoch, p, k + 1])
+                    yield StreamBatch(item[0], item[1], skipped, torch.tensor([role, epoch, p, k + 1]))
                     skipped = 0
             barren = barren + 1 if whole and good == 0 else 0
             if barren >= MAX_BARREN_EPOCHS:

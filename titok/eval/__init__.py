@@ -8,7 +8,7 @@ that combines models, data and metrics).
 
 from titok.eval.gen import GenOptions, balanced_labels, evaluate_generation
 from titok.eval.recon import ReconOptions, evaluate_reconstruction
-from titok.eval.reference import image_statistics, reference_statistics
+from titok.eval.reference_stats import image_statistics, reference_statistics
 from titok.eval.report import EvalReport, Metric
 
 __all__ = [

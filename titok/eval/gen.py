@@ -4,13 +4,12 @@ reference statistics, with the samples optionally exported for the ADM evaluator
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from titok.data.images import quantize
+from titok.data.images import round_to_uint8
 from titok.eval.dist import Shard, barrier, current_shard
 from titok.eval.export import NpzWriter, disk_check, merge_shards, shard_path
 from titok.eval.report import EvalReport, Metric
@@ -27,6 +26,7 @@ from titok.eval.scoring import (
 )
 from titok.metrics.extractors import FeatureExtractor
 from titok.metrics.fid import Statistics
+from titok.sampling import SamplingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class GenOptions:
     num: int = FULL_COUNT
     batch_size: int = 125
     seed: int = 42
-    sampling: dict[str, Any] = field(default_factory=dict)  # overrides of generator.config.sampling (None: keep)
+    sampling: SamplingConfig | None = None  # None: the generator's own (generator.config.sampling)
     export_npz: str | None = None
     progress: bool = True
 
@@ -58,7 +58,9 @@ def check_pair(tokenizer, generator) -> None:
         )
 
 
-def _sample_and_score(tokenizer, generator, scorer: FeatureScorer, settings, opts: GenOptions, shard: Shard) -> None:
+def _sample_and_score(
+    tokenizer, generator, scorer: FeatureScorer, settings: SamplingConfig, opts: GenOptions, shard: Shard
+) -> None:
     """Make this process's samples batch by batch into ``scorer`` (and the export shard, if asked)."""
     size = tokenizer.image_size
     labels, mine = balanced_labels(opts.num, generator.config.num_classes), shard.part(opts.num)
@@ -68,8 +70,8 @@ def _sample_and_score(tokenizer, generator, scorer: FeatureScorer, settings, opt
     try:
         for start in tqdm(starts, desc="eval gen", unit="batch", disable=not opts.progress or shard.rank != 0):
             indices = torch.arange(start, min(start + opts.batch_size, mine.stop))
-            codes = generator.generate(labels[indices], generator=g, **settings.to_dict())
-            images = quantize(tokenizer.detokenize(codes))
+            codes = generator.generate(labels[indices], sampling=settings, generator=g)
+            images = round_to_uint8(tokenizer.detokenize(codes))
             scorer.update(images, indices)
             if writer is not None:
                 writer.write(images.permute(0, 2, 3, 1).cpu().numpy(), labels[indices].numpy())
@@ -94,7 +96,7 @@ def evaluate_generation(
     check_reference(reference, {**meta, **extractor.describe()})  # fail before sampling, not after
     if opts.export_npz:
         disk_check(opts.export_npz, opts.num * size * size * 3 * (1 if shard.world == 1 else 2))
-    settings = generator.config.sampling.replace(**{k: v for k, v in opts.sampling.items() if v is not None})
+    settings = opts.sampling or generator.config.sampling
     scorer = FeatureScorer(extractor)
     _sample_and_score(tokenizer, generator, scorer, settings, opts, shard)
     stats, score, _ = scorer.finish(meta)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from titok.data.images import quantize
+from titok.data.images import round_to_uint8
 from titok.eval.dist import current_shard, gather_lists
 from titok.eval.report import EvalReport, Metric
 from titok.eval.scoring import (
@@ -82,7 +82,7 @@ class _Accumulators:
     is_score: tuple[float, float] | None = None  # set by _metrics
 
     def update(self, images: torch.Tensor, recon: torch.Tensor, codes: torch.Tensor | None, indices: torch.Tensor):
-        real8, fake8 = quantize(images), quantize(recon)
+        real8, fake8 = round_to_uint8(images), round_to_uint8(recon)
         self.real.update(real8, indices)
         self.fake.update(fake8, indices)
         x, y = fake8.double() / 255, real8.double() / 255

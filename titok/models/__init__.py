@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from titok.config import Config, did_you_mean
-from titok.models.base import ImageTokenizer, TitokModel
-from titok.models.generator import (
-    GENERATOR_CLASSES,
-    BertGenerator,
-    GeneratorConfig,
-    MaskedGenerator,
-    UViTGenerator,
-)
+from titok.models.base import ARCHITECTURES, ImageTokenizer, TitokModel
+from titok.models.generator import BertGenerator, GeneratorConfig, MaskedGenerator, UViTGenerator
 from titok.models.presets import PRESETS, Preset
-from titok.models.tokenizer import TiTok, TiTokConfig, ViTConfig
+from titok.models.tokenizer import TiTok
+from titok.models.tokenizer_config import TiTokConfig, ViTConfig
 from titok.models.vqgan import MaskGITVQGAN, VQGANConfig
 from titok.sampling import SamplingConfig
 
-MODEL_CLASSES: dict[str, type[TitokModel]] = {
-    cls.__name__: cls for cls in (TiTok, MaskGITVQGAN, BertGenerator, UViTGenerator)
-}
+MODEL_CLASSES: dict[str, type[TitokModel]] = ARCHITECTURES  # TiTok, MaskGITVQGAN, BertGenerator, UViTGenerator
 
 
 def model_class(config: Config) -> type[TitokModel]:
     """The class that a config builds."""
-    if isinstance(config, GeneratorConfig):
-        return GENERATOR_CLASSES[config.arch]
-    classes = {TiTokConfig: TiTok, VQGANConfig: MaskGITVQGAN}
-    if type(config) not in classes:
-        raise TypeError(f"no titok model is built from a {type(config).__name__}")
-    return classes[type(config)]
+    for cls in MODEL_CLASSES.values():
+        if cls.accepts(config):
+            return cls
+    raise TypeError(f"no titok model is built from a {type(config).__name__}")
 
 
 def build_model(config: Config) -> TitokModel:
@@ -41,6 +33,25 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+C = TypeVar("C", bound=Config)
+
+
+def model_section(section: Mapping[str, Any] | None, expected: type[C], where: str = "model") -> C:
+    """A recipe's ``model`` section: ``{preset: NAME, <field>: <value>...}`` (the preset's config with fields
+    replaced) or a whole config of type ``expected``."""
+    section = dict(section or {})
+    preset = section.pop("preset", None)
+    if preset is None:
+        return expected.from_dict(section, where=where)
+    base = get_preset(preset).config
+    if not isinstance(base, expected):
+        raise ValueError(f"{where}.preset {preset!r} is a {type(base).__name__}, expected a {expected.__name__}")
+    try:
+        return base.replace(**section)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def create_model(name: str, **overrides: Any) -> TitokModel:
@@ -74,4 +85,5 @@ __all__ = [
     "get_preset",
     "list_models",
     "model_class",
+    "model_section",
 ]

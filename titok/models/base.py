@@ -10,6 +10,8 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from titok.config import Config
+from titok.models import storage
+from titok.skeleton import skeleton
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -72,10 +74,21 @@ class TitokModel(
             if hasattr(type(module), "grad_checkpointing"):
                 module.grad_checkpointing = enabled
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        from titok.checkpoints import save_model
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens  # type: ignore[attr-defined]
 
-        save_model(self, save_directory)
+    @property
+    def codebook_size(self) -> int | None:
+        return self.config.codebook_size  # type: ignore[attr-defined]
+
+    @classmethod
+    def accepts(cls, config: Config) -> bool:
+        """Whether this class is the one that ``config`` builds."""
+        return isinstance(config, cls.config_class)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        storage.save_model(self, save_directory)
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -86,18 +99,81 @@ class TitokModel(
         allow_nonfinite: bool = False,
         **hub_kwargs: Any,
     ) -> TitokModel:
-        """Load a model saved by ``save_pretrained`` (a folder or a Hub id) or in the reference layout.
+        """Load a model saved by ``save_pretrained``: a folder or a Hub id in titok's layout.
 
         ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` (``revision``, ``cache_dir``, ``token``,
         ``local_files_only``, ``force_download``). Raises ``TypeError`` if the files hold another kind of model,
-        ``ValueError`` if the weights hold NaN or infinite values (unless ``allow_nonfinite``).
+        ``ValueError`` if the weights hold NaN or infinite values (unless ``allow_nonfinite``), or if the input is
+        something that only ``titok.load`` reads (the reference's layouts, a bare weights file, a preset name, a
+        training checkpoint).
         """
-        from titok.checkpoints import load
-
-        model = load(pretrained_model_name_or_path, device=device, allow_nonfinite=allow_nonfinite, **hub_kwargs)
+        name = pretrained_model_name_or_path
+        files = storage.titok_files(name, **hub_kwargs)
+        if files is None:
+            raise ValueError(
+                f"{name} is not a folder or Hub repo in titok's layout (config.json with format 'titok'); "
+                "titok.load reads it if it is in the reference's layout, a bare weights file (with preset=), a "
+                "preset name or a training checkpoint"
+            )
+        model = load_titok_files(*files, torch.device(device or "cpu"), allow_nonfinite)
         if not isinstance(model, cls):
-            raise TypeError(f"{pretrained_model_name_or_path} holds a {type(model).__name__}, not a {cls.__name__}")
+            raise TypeError(f"{name} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+# The concrete model classes by name (the ``architecture`` of config.json); filled by :func:`architecture`.
+ARCHITECTURES: dict[str, type[TitokModel]] = {}
+
+
+def architecture(cls: type[TitokModel]) -> type[TitokModel]:
+    """Class decorator: a model class that ``config.json`` may name."""
+    ARCHITECTURES[cls.__name__] = cls
+    return cls
+
+
+def config_of(meta: dict[str, Any], source: str) -> tuple[type[TitokModel], Config]:
+    """The class and config that a titok ``config.json`` (parsed) names."""
+    arch = meta.get("architecture")
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise ValueError(f"{source}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    storage.check_format_version(meta, source)
+    model_cls = ARCHITECTURES[arch]
+    config = model_cls.config_class.from_dict(meta.get("config", {}), where=f"{source}: config")
+    if not model_cls.accepts(config):
+        raise ValueError(f"{source}: architecture {arch!r} does not match its config")
+    return model_cls, config
+
+
+def instantiate(
+    model_cls: type[TitokModel],
+    config: Config,
+    state: dict[str, torch.Tensor],
+    source: str,
+    origin: dict[str, str] | None = None,
+    allow_nonfinite: bool = False,
+) -> TitokModel:
+    """Build ``model_cls(config)`` without random initialisation and load ``state`` into it strictly; weights that
+    are not finite are refused unless ``allow_nonfinite``."""
+    with skeleton():  # meta tensors, without the compiler stack that meta kernels import
+        model = model_cls(config)  # type: ignore[call-arg]
+    storage.load_state(model, state, source, origin, allow_nonfinite)
+    return model.eval()
+
+
+def from_titok_config(
+    meta: dict[str, Any], state: dict[str, torch.Tensor], config_path: str, weights_path: str, allow_nonfinite=False
+) -> TitokModel:
+    """The model that titok's ``config.json`` (parsed: ``meta``) names, holding the weights ``state``."""
+    model_cls, config = config_of(meta, config_path)
+    return instantiate(model_cls, config, state, weights_path, None, allow_nonfinite)
+
+
+def load_titok_files(
+    config_path: str | Path, weights_path: str | Path, device: torch.device, allow_nonfinite: bool = False
+) -> TitokModel:
+    """A model from titok's ``config.json`` and its weights file."""
+    meta, state = storage.read_config(config_path), storage.read_weights(weights_path, device)
+    return from_titok_config(meta, state, str(config_path), str(weights_path), allow_nonfinite)
 
 
 class ImageTokenizer(TitokModel):
@@ -106,9 +182,9 @@ class ImageTokenizer(TitokModel):
     Subclasses define ``encode(images)``, ``quantize(latents)``, ``decode(latents)`` and ``detokenize(codes)``.
     """
 
-    image_size: int
-    num_tokens: int
-    codebook_size: int | None
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size  # type: ignore[attr-defined]
 
     def check_images(self, images: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``images`` is a float (B, 3, H, W) tensor of a size this model reads."""
@@ -131,9 +207,14 @@ class ImageTokenizer(TitokModel):
         if lo < -0.05 or hi > 1.05:
             raise ValueError(f"images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
 
+    def encode(self, images: torch.Tensor) -> Any:
+        """Images (B, 3, H, W) in [0, 1] -> latents before quantization (checked here, computed by ``_encode``)."""
+        self.check_images(images)
+        return self._encode(images)
+
     @torch.no_grad()
     def tokenize(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) float in [0, 1] -> codes (B, N) int64."""
         self.check_images(images)
         self.check_range(images)
-        return self.quantize(self.encode(images.to(self.device))).codes
+        return self.quantize(self._encode(images.to(self.device))).codes

@@ -12,15 +12,15 @@ the K real codes at the N code positions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from titok.config import Config
 from titok.layers import Block, BlockStack, PostNormBlock, run_block
-from titok.models.base import TitokModel
+from titok.models.base import TitokModel, architecture
 from titok.quantizers import check_codes
 from titok.sampling import SamplingConfig, maskgit_decode
 
@@ -57,18 +57,31 @@ class MaskedGenerator(TitokModel):
 
     config_class = GeneratorConfig
     config: GeneratorConfig
+    arch: ClassVar[str]  # the GeneratorConfig.arch that builds this class
 
-    @property
-    def num_tokens(self) -> int:
-        return self.config.num_tokens
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
+    @classmethod
+    def accepts(cls, config: Config) -> bool:
+        return isinstance(config, GeneratorConfig) and config.arch == getattr(cls, "arch", None)
 
     @property
     def mask_token_id(self) -> int:
         return self.config.mask_token_id
+
+    def check_labels(self, labels: torch.Tensor | Sequence[int], batch_size: int | None = None) -> torch.Tensor:
+        """Class ids -> (B,) int64 on this model's device; ``ValueError`` unless they are integers in
+        ``[0, num_classes)`` (and ``batch_size`` of them, if given)."""
+        labels = torch.as_tensor(labels, device=self.device)
+        if batch_size is None and labels.ndim == 1:
+            batch_size = labels.shape[0]
+        if labels.ndim != 1 or labels.shape[0] != batch_size or labels.dtype.is_floating_point:
+            n = "B" if batch_size is None else batch_size
+            raise ValueError(f"labels must be {n} integer class ids, got shape {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise ValueError(
+                f"class id {bad} is out of range: this generator knows classes [0, {self.config.num_classes})"
+            )
+        return labels.long()
 
     def condition_tokens(
         self, labels: torch.Tensor | None, batch_size: int, drop: torch.Tensor | None = None
@@ -78,13 +91,7 @@ class MaskedGenerator(TitokModel):
         cfg = self.config
         if labels is None:
             return torch.full((batch_size,), cfg.drop_label_id, dtype=torch.long, device=self.device)
-        labels = torch.as_tensor(labels, device=self.device)
-        if labels.ndim != 1 or labels.shape[0] != batch_size or labels.dtype.is_floating_point:
-            raise ValueError(f"labels must be {batch_size} integer class ids, got shape {tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= cfg.num_classes):
-            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-            raise ValueError(f"class id {bad} is out of range: this generator knows classes [0, {cfg.num_classes})")
-        tokens = labels.long() + cfg.codebook_size + 1
+        tokens = self.check_labels(labels, batch_size) + cfg.codebook_size + 1
         if drop is not None:
             tokens = torch.where(drop.to(self.device), torch.full_like(tokens, cfg.drop_label_id), tokens)
         return tokens
@@ -105,38 +112,19 @@ class MaskedGenerator(TitokModel):
         labels: torch.Tensor | Sequence[int] | None = None,
         *,
         num_samples: int | None = None,
-        num_sample_steps: int | None = None,
-        guidance_scale: float | None = None,
-        guidance_decay: str | None = None,
-        guidance_scale_pow: float | None = None,
-        randomize_temperature: float | None = None,
-        softmax_temperature_annealing: bool | None = None,
-        mask_schedule: str | None = None,
+        sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
+        **overrides: Any,
     ) -> torch.Tensor:
         """Sample codes (B, N) int64 for class ids ``labels`` (B,), or ``num_samples`` unconditional ones.
 
-        Settings left as None take this generator's defaults (``config.sampling``: the released settings for
-        the released generators). The keyword names are the reference's. Call it in eval mode.
+        ``sampling`` (default: ``config.sampling``, the released settings for the released generators) with
+        ``overrides`` of its fields under the reference's keyword names (``num_sample_steps``, ``guidance_scale``,
+        ``guidance_decay``, ``guidance_scale_pow``, ``randomize_temperature``, ``softmax_temperature_annealing``,
+        ``mask_schedule``; None keeps the setting). Call it in eval mode.
         """
-        given = {
-            "num_sample_steps": num_sample_steps,
-            "guidance_scale": guidance_scale,
-            "guidance_decay": guidance_decay,
-            "guidance_scale_pow": guidance_scale_pow,
-            "randomize_temperature": randomize_temperature,
-            "softmax_temperature_annealing": softmax_temperature_annealing,
-            "mask_schedule": mask_schedule,
-        }
-        settings = self.config.sampling.replace(**{k: v for k, v in given.items() if v is not None})
-        if labels is None:
-            if num_samples is None or num_samples < 1:
-                raise ValueError(f"unconditional sampling needs num_samples >= 1, got {num_samples}")
-            batch = num_samples
-        else:
-            batch = len(labels)
-            if num_samples is not None and num_samples != batch:
-                raise ValueError(f"num_samples={num_samples} disagrees with the {batch} labels given")
+        settings = _settings(sampling or self.config.sampling, overrides)
+        batch = _batch_size(labels, num_samples)
         cond = self.condition_tokens(labels, batch)  # validated once, outside the loop
 
         def tokens_to_logits(codes: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
@@ -156,9 +144,33 @@ class MaskedGenerator(TitokModel):
         )
 
 
+SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingConfig))
+
+
+def _settings(base: SamplingConfig, overrides: dict[str, Any]) -> SamplingConfig:
+    unknown = sorted(set(overrides) - SAMPLING_FIELDS)
+    if unknown:
+        raise TypeError(f"generate() got an unexpected keyword argument {unknown[0]!r}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return base.replace(**given) if given else base
+
+
+def _batch_size(labels: torch.Tensor | Sequence[int] | None, num_samples: int | None) -> int:
+    if labels is None:
+        if num_samples is None or num_samples < 1:
+            raise ValueError(f"unconditional sampling needs num_samples >= 1, got {num_samples}")
+        return num_samples
+    if num_samples is not None and num_samples != len(labels):
+        raise ValueError(f"num_samples={num_samples} disagrees with the {len(labels)} labels given")
+    return len(labels)
+
+
+@architecture
 class BertGenerator(MaskedGenerator):
     """MaskGIT's BERT: token + position (+ BERT's token-type 0) embeddings, LayerNorm, post-norm blocks, a
     linear head at the code positions."""
+
+    arch = "bert"
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -196,9 +208,12 @@ class UViTSkipBlock(Block):
         return super().forward(self.skip_linear(torch.cat([x, skip], dim=-1)))
 
 
+@architecture
 class UViTGenerator(MaskedGenerator):
     """U-ViT: ``depth // 2`` in-blocks, a mid block, ``depth // 2`` out-blocks (out-block i takes in-block
     ``-1-i``'s output as its skip), LayerNorm, a linear head at the code positions. Dropout is not used."""
+
+    arch = "uvit"
 
     grad_checkpointing: bool = False
 
@@ -231,24 +246,21 @@ class UViTGenerator(MaskedGenerator):
         return self.lm_head(self.norm(x)[:, 1:])
 
 
-GENERATOR_CLASSES: dict[str, type[MaskedGenerator]] = {"bert": BertGenerator, "uvit": UViTGenerator}
+def _init_weights(m: nn.Module, init_normal) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        init_normal(m.weight, std=0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
 
 
 def _init_bert(m: nn.Module) -> None:
-    if isinstance(m, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(m.weight, std=0.02)
-        if getattr(m, "bias", None) is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+    """BERT's: normal(0.02) weights."""
+    _init_weights(m, nn.init.normal_)
 
 
 def _init_uvit(m: nn.Module) -> None:
-    if isinstance(m, (nn.Linear, nn.Embedding)):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if getattr(m, "bias", None) is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+    """U-ViT's: truncated-normal(0.02) weights."""
+    _init_weights(m, nn.init.trunc_normal_)

@@ -7,15 +7,11 @@ these, so the two can be compared at the same token budget (``num_tokens = grid_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from titok.layers import Block, BlockStack
-
-if TYPE_CHECKING:
-    from titok.models.tokenizer import TiTokConfig
+from titok.models.tokenizer_config import TiTokConfig
 
 
 class GridEncoder(nn.Module):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from titok.config import Config
 from titok.models.generator import GeneratorConfig
-from titok.models.tokenizer import VIT_SIZES, TiTokConfig
+from titok.models.tokenizer_config import VIT_SIZES, TiTokConfig
 from titok.models.vqgan import VQGANConfig
 from titok.sampling import SamplingConfig
 

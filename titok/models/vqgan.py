@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.config import Config
-from titok.models.base import ImageTokenizer
+from titok.models.base import ImageTokenizer, architecture
 from titok.quantizers import QuantizerOutput, VectorQuantizer
 
 
@@ -156,6 +156,7 @@ class VQGANOutput:
     quantizer: QuantizerOutput
 
 
+@architecture
 class MaskGITVQGAN(ImageTokenizer):
     """The 2-D MaskGIT-VQGAN tokenizer. Latents are (B, h*w, z_channels), token-major in raster order."""
 
@@ -170,27 +171,14 @@ class MaskGITVQGAN(ImageTokenizer):
         )
         self.decoder = VQGANDecoder(config)
 
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def num_tokens(self) -> int:
-        return self.config.num_tokens
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
-
     def check_image_size(self, height: int, width: int) -> None:
         """The VQGAN is convolutional: any size whose sides are multiples of the downsampling factor."""
         f = self.config.downsample_factor
         if height % f or width % f:
             raise ValueError(f"image sides must be multiples of {f} for this VQGAN, got {height}x{width}")
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> latents (B, h*w, z_channels) before quantization."""
-        self.check_images(images)
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] (checked) -> latents (B, h*w, z_channels) before quantization."""
         z = self.encoder(images.to(self.dtype))  # (B, C, h, w)
         return z.flatten(2).transpose(1, 2)
 

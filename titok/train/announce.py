@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from titok.checkpoints import CONFIG_NAME, SAFETENSORS_NAME
+from titok.models.storage import CONFIG_NAME, SAFETENSORS_NAME
 from titok.train.runtime import Runtime
 
 logger = logging.getLogger("titok.train.announce")

@@ -7,7 +7,7 @@ subclass of the whole file, so an unknown key or a wrongly typed value anywhere 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +15,7 @@ from typing import Any, Literal
 from titok.config import Config
 from titok.data.build import DataConfig
 
-__all__ = ["DataConfig", "OptimConfig", "RunConfig", "model_section", "read_recipe"]
+__all__ = ["DataConfig", "OptimConfig", "RunConfig", "read_recipe"]
 
 
 @dataclass(frozen=True)
@@ -106,21 +106,3 @@ def _yaml_error(path: Path, e: Exception) -> str:
     if context and context_mark is not None:
         problem += f" ({context} at line {context_mark.line + 1})"
     return f"{where}: not valid YAML: {problem}"
-
-
-def model_section(section: Mapping[str, Any] | None, expected: type[Config], where: str = "model") -> Config:
-    """A recipe's ``model`` section: ``{preset: NAME, <field>: <value>...}`` (the preset's config with fields
-    replaced) or a whole config of type ``expected``."""
-    from titok.models import get_preset
-
-    section = dict(section or {})
-    preset = section.pop("preset", None)
-    if preset is None:
-        return expected.from_dict(section, where=where)
-    base = get_preset(preset).config
-    if not isinstance(base, expected):
-        raise ValueError(f"{where}.preset {preset!r} is a {type(base).__name__}, expected a {expected.__name__}")
-    try:
-        return base.replace(**section)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None

@@ -16,13 +16,14 @@ import torch
 from tqdm import tqdm
 
 from titok.config import Config
+from titok.data.batch import TokenBatch
 from titok.data.images import save_grid
 from titok.data.tokens import TokenDataset
 from titok.losses.masked import masked_token_loss, random_mask
-from titok.models import GeneratorConfig, MaskedGenerator, build_model
+from titok.models import GeneratorConfig, MaskedGenerator, build_model, model_section
 from titok.sampling import SamplingConfig
 from titok.train import announce
-from titok.train.config import OptimConfig, RunConfig, model_section
+from titok.train.config import OptimConfig, RunConfig
 from titok.train.ema import EMA
 from titok.train.optim import make_optimizer
 from titok.train.runtime import Runtime, start
@@ -65,11 +66,13 @@ class GeneratorRecipe(Config):
             raise ValueError("tokens: the folder written by `titok pretokenize` is required")
 
     def model_config(self) -> GeneratorConfig:
-        return model_section(self.model, GeneratorConfig)  # type: ignore[return-value]
+        return model_section(self.model, GeneratorConfig)
 
 
-def _step_loss(model, batch, cfg: GeneratorConfig, masking: MaskingConfig, rng: torch.Generator, device) -> dict:
-    codes, labels = (t.to(device, non_blocking=True) for t in batch)
+def _step_loss(
+    model, batch: TokenBatch, cfg: GeneratorConfig, masking: MaskingConfig, rng: torch.Generator, device
+) -> dict:
+    codes, labels = batch.codes.to(device, non_blocking=True), batch.labels.to(device, non_blocking=True)
     mask = random_mask(codes, masking.schedule, rng)
     drop = (torch.rand(codes.shape[0], generator=rng, device=device) < masking.class_dropout) | (labels < 0)
     cls = torch.where(drop, cfg.drop_label_id, labels + cfg.codebook_size + 1)
@@ -85,9 +88,8 @@ def _preview(rt: Runtime, generator: MaskedGenerator, tokenizer, recipe: Generat
     cfg = generator.config
     classes = recipe.preview.classes or tuple(range(min(cfg.num_classes, 8)))
     labels = torch.tensor(classes).repeat_interleave(recipe.preview.per_class)
-    settings = (recipe.preview.sampling or cfg.sampling).to_dict()
     g = torch.Generator(rt.device).manual_seed(recipe.train.seed)
-    codes = generator.eval().generate(labels, generator=g, **settings)
+    codes = generator.eval().generate(labels, sampling=recipe.preview.sampling, generator=g)
     images = tokenizer.detokenize(codes).clamp(0, 1)
     grid = save_grid(images, rt.output_dir / "previews" / f"step-{step:07d}.png", nrow=recipe.preview.per_class)
     rt.metrics.image(step, "samples", grid)

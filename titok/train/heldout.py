@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from titok.config import Config
-from titok.data.images import quantize
+from titok.data.images import round_to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class HeldOut:
                 continue
             images = batch.images.to(device)
             recon, codes = reconstruct(tokenizer, images, generator)
-            x, y = quantize(recon), quantize(images)
+            x, y = round_to_uint8(recon), round_to_uint8(images)
             sums += torch.stack(
                 [torch.tensor(len(x)), psnr(x / 255.0, y / 255.0).sum().cpu(), ssim(x / 255.0, y / 255.0).sum().cpu()]
             ).to(sums)

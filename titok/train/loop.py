@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from titok.config import Config
+from titok.data.batch import TrainBatch
 from titok.data.images import save_grid
 from titok.metrics.codebook import code_histogram, codebook_stats
 from titok.train import announce
@@ -81,7 +82,7 @@ class Objective(Protocol):
 
     generators: dict[str, torch.Generator]
 
-    def loss(self, model: nn.Module, batch: Sequence[Any], step: int) -> dict[str, torch.Tensor]: ...
+    def loss(self, model: nn.Module, batch: TrainBatch, step: int) -> dict[str, torch.Tensor]: ...
 
     def after_step(self, step: int) -> dict[str, float]: ...
 
@@ -113,17 +114,7 @@ def fit(
     ema = EMA(model, run.ema_decay) if run.ema_decay > 0 else None
     optimizer = make_optimizer(model, optim)
     model, optimizer = rt.prepare(model, optimizer)
-    step, skipped = 0, 0.0
-    if state := rt.load(objective.generators):
-        rt.unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        elif ema is not None:
-            logger.warning("the checkpoint holds no EMA weights (ema_decay was 0): the EMA starts from the model now")
-            ema = EMA(rt.unwrap(model), run.ema_decay)
-        objective.load_state_dict(state["objective"])
-        step, skipped = state["step"], state["skipped_images"]
+    step, skipped, ema = _resume(rt, model, optimizer, ema, objective)
     if final := announce.finished(rt, step):
         return final
     announce.start(rt, model, data, step, recipe.recipe)
@@ -141,7 +132,7 @@ def fit(
         step += 1
         if ema is not None:
             ema.update(rt.unwrap(model))
-        skipped += float(rt.accelerator.reduce(sum(mb[2].sum() for mb in micro).to(rt.device).float(), "sum"))
+        skipped += float(rt.accelerator.reduce(sum(mb.skipped.sum() for mb in micro).to(rt.device).float(), "sum"))
         if rt.log_due(step):
             values.update(objective.window(), skipped_images=skipped)
         if logged := rt.log(step, values, images=run.batch_size * run.grad_accum):
@@ -150,16 +141,35 @@ def fit(
         if rt.due(step, run.save_every):
             if heldout is not None:  # logged before the checkpoint: a resume from it never lacks its scores
                 _score_heldout(rt, heldout, ema.model if ema else rt.unwrap(model), step)
-            state = {"model": rt.unwrap(model).state_dict(), "optimizer": optimizer.state_dict()}
-            state.update(ema=ema.state_dict() if ema else None, objective=objective.state_dict())
-            state.update(skipped_images=skipped, recipe=recipe.to_dict())
-            rt.save(step, state, objective.generators)
+            _save(rt, step, model, optimizer, ema, objective, skipped_images=skipped, recipe=recipe.to_dict())
         if previews is not None and rt.is_main and rt.due(step, run.preview_every):
             _preview(rt, objective, ema.model if ema else rt.unwrap(model), previews, step)
     bar.close()
     final = rt.export(ema.model if ema else model)
     rt.close()
     return final
+
+
+def _resume(rt: Runtime, model: nn.Module, optimizer, ema: EMA | None, objective: Objective):
+    """(step, skipped images, EMA) of the checkpoint resumed from, with its state loaded; (0, 0, ema) for a new run."""
+    state = rt.load(objective.generators)
+    if not state:
+        return 0, 0.0, ema
+    rt.unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    elif ema is not None:
+        logger.warning("the checkpoint holds no EMA weights (ema_decay was 0): the EMA starts from the model now")
+        ema = EMA(rt.unwrap(model), ema.max_decay)
+    objective.load_state_dict(state["objective"])
+    return state["step"], state["skipped_images"], ema
+
+
+def _save(rt: Runtime, step: int, model, optimizer, ema: EMA | None, objective: Objective, **extra: Any) -> None:
+    state = {"model": rt.unwrap(model).state_dict(), "optimizer": optimizer.state_dict()}
+    state.update(ema=ema.state_dict() if ema else None, objective=objective.state_dict(), **extra)
+    rt.save(step, state, objective.generators)
 
 
 def _heldout(rt: Runtime, recipe: Config, model: nn.Module) -> HeldOut | None:

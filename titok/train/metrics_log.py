@@ -14,27 +14,20 @@ from typing import Any
 
 import torch
 
-from titok.io import atomic_write
+from titok.io import atomic_write, read_jsonl
 
 logger = logging.getLogger(__name__)
 
 
 def entries_up_to(path: Path, step: int) -> list[str]:
     """The lines of metrics file ``path`` of steps up to ``step``; damaged lines are dropped with a warning."""
-    kept = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
-                raise ValueError("no integer 'step'")
-        except ValueError as e:
-            logger.warning("%s line %d is torn or not a metrics entry (%s): dropped", path, number, e)
-            continue
-        if entry["step"] <= step:
-            kept.append(line)
-    return kept
+
+    def valid(entry: Any) -> bool:
+        return isinstance(entry, dict) and isinstance(entry.get("step"), int)
+
+    damaged = "is torn or not a metrics entry (%s): dropped"
+    lines = read_jsonl(path, valid, "no integer 'step'", damaged, skip_blank=True)
+    return [line for line, entry in lines if entry["step"] <= step]
 
 
 class MetricsLogger:

@@ -16,7 +16,6 @@ reference ported puts beta on the codebook term instead; it never trained with i
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from titok.config import Config
+from titok.data.batch import CodedBatch, TrainBatch
 from titok.losses.perceptual import build_perceptual
 from titok.losses.proxy import proxy_code_loss
 from titok.losses.reconstruction import kl_loss, reconstruction_loss
@@ -118,8 +118,8 @@ class PixelObjective:
             self.generators["ordering"] = torch.Generator().manual_seed(seed + 15485863 * (rt.rank + 1))
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def loss(self, model: nn.Module, batch: Sequence[Any], step: int) -> dict[str, torch.Tensor]:
-        images = batch[0].to(self.rt.device, non_blocking=True)
+    def loss(self, model: nn.Module, batch: TrainBatch, step: int) -> dict[str, torch.Tensor]:
+        images = batch.images.to(self.rt.device, non_blocking=True)
         kwargs = {"generator": self.generators["posterior"]} if self.vae else {}
         if self.ordering is not None:
             kwargs["keep"] = _kept(self.ordering, self.generators["ordering"], model, len(images))
@@ -199,9 +199,9 @@ def _load_maintenance(maintenance: CodebookMaintenance | None, state: dict[str, 
 
 
 class ProxyObjective:
-    """Stage 1: predict the frozen ``teacher``'s codes. Codes come with the batch (a cache; 4th element) or are
-    computed on the fly from the batch's images, in float32 under ``no_grad``. ``teacher`` may be None when every
-    batch brings its codes and no previews are drawn."""
+    """Stage 1: predict the frozen ``teacher``'s codes. Codes come with the batch (a cache: a
+    :class:`CodedBatch`) or are computed on the fly from the batch's images, in float32 under ``no_grad``.
+    ``teacher`` may be None when every batch brings its codes and no previews are drawn."""
 
     def __init__(
         self,
@@ -227,9 +227,10 @@ class ProxyObjective:
         with full_precision(self.rt.device):
             return self.teacher.quantize(self.teacher.encode(images.float())).codes
 
-    def loss(self, model: nn.Module, batch: Sequence[Any], step: int) -> dict[str, torch.Tensor]:
-        images = batch[0].to(self.rt.device, non_blocking=True)
-        codes = batch[3].to(self.rt.device) if len(batch) > 3 else self.teacher_codes(images)
+    def loss(self, model: nn.Module, batch: TrainBatch, step: int) -> dict[str, torch.Tensor]:
+        images = batch.images.to(self.rt.device, non_blocking=True)
+        cached = isinstance(batch, CodedBatch)
+        codes = batch.teacher_codes.to(self.rt.device) if cached else self.teacher_codes(images)
         keep = None
         if self.ordering is not None:
             keep = _kept(self.ordering, self.generators["ordering"], model, len(images))

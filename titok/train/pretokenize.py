@@ -101,18 +101,7 @@ def pretokenize(
     loader = DataLoader(_Slice(dataset, mine[start:]), batch_size=batch_size, num_workers=num_workers)
     with tqdm(total=len(mine), initial=start, unit="img", desc=f"pretokenize[{rank}]", disable=not progress) as bar:
         for images, labels, skipped, sources in loader:
-            codes = [tokenizer.tokenize(images)]
-            if flip_copies:
-                codes.append(tokenizer.tokenize(images.flip(-1)))
-            # rows alternate original / flipped copy per image
-            stacked = torch.stack(codes, 1).flatten(0, 1).cpu().numpy()
-            src = torch.stack([sources, -1 - sources], 1)[:, :copies].flatten().numpy()
-            writer.write(
-                stacked.astype(writer.codes.dtype),
-                labels.repeat_interleave(copies).numpy().astype(np.int32),
-                src,
-                (skipped == 0).repeat_interleave(copies).numpy(),
-            )
+            _write_batch(writer, tokenizer, images, labels, skipped, sources, copies)
             bar.update(len(images))
     barrier()
     if rank != 0:
@@ -129,3 +118,27 @@ def pretokenize(
     if meta.skipped:
         logger.warning("%d row(s) of unreadable images were left out", meta.skipped)
     return meta
+
+
+def _write_batch(
+    writer: ShardWriter,
+    tokenizer: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    skipped: torch.Tensor,
+    sources: torch.Tensor,
+    copies: int,
+) -> None:
+    """Encode a batch (and, with ``copies`` 2, its mirror images) into ``writer``'s rows."""
+    codes = [tokenizer.tokenize(images)]
+    if copies == 2:
+        codes.append(tokenizer.tokenize(images.flip(-1)))
+    # rows alternate original / flipped copy per image
+    stacked = torch.stack(codes, 1).flatten(0, 1).cpu().numpy()
+    src = torch.stack([sources, -1 - sources], 1)[:, :copies].flatten().numpy()
+    writer.write(
+        stacked.astype(writer.codes.dtype),
+        labels.repeat_interleave(copies).numpy().astype(np.int32),
+        src,
+        (skipped == 0).repeat_interleave(copies).numpy(),
+    )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from titok.io import atomic_write
+from titok.io import atomic_write, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -107,17 +107,11 @@ def read_history(directory: Path) -> list[dict[str, Any]]:
     path = directory / HISTORY
     if not path.is_file():
         return []
-    entries = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or not isinstance(entry.get("recipe"), dict):
-                raise ValueError("not a history entry")
-        except ValueError as e:
-            logger.warning("%s line %d is damaged (%s): ignored", path, number, e)
-            continue
-        entries.append(entry)
-    return entries
+
+    def valid(entry: Any) -> bool:
+        return isinstance(entry, dict) and isinstance(entry.get("recipe"), dict)
+
+    return [entry for _, entry in read_jsonl(path, valid, "not a history entry", "is damaged (%s): ignored")]
 
 
 def record_start(directory: Path, recipe: Mapping[str, Any]) -> None:

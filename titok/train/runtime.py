@@ -1,16 +1,14 @@
 """What every training recipe does the same way: devices and processes (accelerate), resume, data order,
 gradient accumulation and clipping, a stop on NaN/inf, metrics, checkpoints and the final export.
 
-Data: an indexed dataset is visited in :class:`ResumableSampler`'s order from ``Runtime.position``, the number of
-items this process has taken (saved with every checkpoint, so a resumed run may change the batch size). A
-stream (an ``IterableDataset`` with ``assign``, such as :class:`~titok.data.webdataset.ShardStream`) reports its
-readers' cursors with every batch; :meth:`Runtime.save` stores them (with the fp16 scaler, if any) in the checkpoint
-and a resumed run continues each reader where it stopped.
+Data: :class:`~titok.train.data_order.DataOrder` (the position in an indexed dataset's order, a stream's reader
+cursors); :meth:`Runtime.save` stores it (with the fp16 scaler, if any) in the checkpoint and a resumed run continues
+where it stopped. Metrics: :class:`~titok.train.metrics_log.MetricsLogger`.
 
 Faults: a NaN/inf loss stops every process, naming the newest good checkpoint (one whose weights gave a finite step;
 the checkpoint whose weights gave the NaN is set aside); a checkpoint whose tensors are not all finite is never
 written; a resume skips checkpoints that cannot be read and refuses a recipe that changes the architecture (see
-:mod:`titok.train.checkpoint` and :mod:`titok.train.runfolder`).
+:mod:`titok.train.state` and :mod:`titok.train.runfolder`).
 """
 
 from __future__ import annotations
@@ -28,21 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import Dataset
 
-from titok.data.sampler import ResumableSampler
 from titok.train import runfolder
-from titok.train.checkpoint import CheckpointError, CheckpointManager, nonfinite, step_of
 from titok.train.config import OptimConfig, RunConfig
+from titok.train.data_order import DataOrder, TrainingError
 from titok.train.metrics_log import MetricsLogger
 from titok.train.optim import lr_at, set_lr
-from titok.train.stream import StreamBatches, resume_cursors
+from titok.train.state import CheckpointError, CheckpointManager, nonfinite, step_of
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """A run cannot go on (NaN loss, an output folder that already holds a run, ...); the message says why."""
 
 
 def _accelerator(run: RunConfig):
@@ -67,12 +60,13 @@ class Runtime:
     checkpoints: CheckpointManager
     metrics: MetricsLogger
     resume_from: Path | None = None
-    position: int = field(default=0, init=False)  # items this process has taken from its data order
+    data: DataOrder = field(init=False)
     _images_seen: int = field(default=0, init=False)
-    _stream: StreamBatches | None = field(default=None, init=False)
-    _resumed_data: dict[str, Any] | None = field(default=None, init=False)
     _loaded: tuple[dict[str, Any], dict[str, Any] | None] | None = field(default=None, init=False)  # read by start
     _clock: float = field(default_factory=time.perf_counter, init=False)
+
+    def __post_init__(self) -> None:
+        self.data = DataOrder(self.run, self.rank, self.world, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -102,57 +96,9 @@ class Runtime:
         return self.accelerator.unwrap_model(model)
 
     def batches(self, dataset: Dataset, collate: Callable | None = None) -> Iterator[Any]:
-        """Micro-batches of ``batch_size`` in the deterministic order, from ``position`` (restored on resume); for a
-        stream: from the cursors of the checkpoint :meth:`load` read."""
-        if isinstance(dataset, IterableDataset):
-            return self._count(self._stream_batches(dataset, collate))
-        return self._count(self._indexed_batches(dataset, collate))
-
-    def _indexed_batches(self, dataset: Dataset, collate: Callable | None) -> Iterator[Any]:
-        sampler = ResumableSampler(
-            len(dataset), seed=self.run.seed, rank=self.rank, world=self.world, start=self.position
-        )
-        if len(dataset) // self.world < self.run.batch_size:
-            raise TrainingError(f"{len(dataset)} item(s) cannot fill a batch of {self.run.batch_size} per process")
-        loader = DataLoader(
-            dataset,
-            batch_size=self.run.batch_size,
-            sampler=sampler,
-            num_workers=self.run.num_workers,
-            collate_fn=collate,
-            drop_last=True,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=self.run.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.run.seed),  # keeps the global RNG untouched
-        )
-        return iter(loader)
-
-    def _stream_batches(self, stream: IterableDataset, collate: Callable | None) -> Iterator[Any]:
-        if not hasattr(stream, "assign"):
-            raise TypeError(f"{type(stream).__name__} is an iterable dataset without assign(): it cannot be resumed")
-        workers = max(1, self.run.num_workers)
-        drawn = self.position // self.run.batch_size  # batches this process had taken
-        cursors = resume_cursors(self._resumed_data, self.rank, self.world, workers)
-        # A DataLoader takes batches from its workers in turn, starting with worker 0: worker j plays the reader
-        # whose turn it would have been in the uninterrupted run.
-        roles = [(j + drawn) % workers for j in range(workers)]
-        assigned = stream.assign(rank=self.rank, world=self.world, workers=workers, roles=roles, cursors=cursors)
-        loader = DataLoader(
-            assigned,
-            batch_size=self.run.batch_size,
-            num_workers=self.run.num_workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=self.run.num_workers > 0,
-        )
-        self._stream = StreamBatches(iter(loader), cursors)
-        return self._stream
-
-    def _count(self, batches: Iterator[Any]) -> Iterator[Any]:
-        """``batches``, adding each one's items to ``position`` as it is taken."""
-        for batch in batches:
-            self.position += self.run.batch_size
-            yield batch
+        """Micro-batches of ``batch_size`` in the deterministic order (see :class:`DataOrder`), from where the
+        checkpoint :meth:`load` read left off."""
+        return self.data.batches(dataset, collate)
 
     def accumulate(self, model: nn.Module, micro_batches: list[Any], loss_fn: Callable[[Any], dict]) -> dict:
         """Forward and backward over the micro-batches of one step (``loss_fn(mb)['loss']`` is minimised); returns
@@ -257,14 +203,7 @@ class Runtime:
                 f"({self._where(step, poisoned=False)})"
             )
         scaler = self.accelerator.scaler
-        state = {
-            **state,
-            "data_position": self.position,
-            "data_world": self.world,
-            "scaler": scaler.state_dict() if scaler else None,
-        }
-        if self._stream is not None:
-            state["data"] = self._stream_state()
+        state = {**state, **self.data.state(), "scaler": scaler.state_dict() if scaler else None}
         path = self.checkpoints.save(step, state, generators)
         if self.is_main:
             logger.info("saved %s", path)
@@ -276,30 +215,10 @@ class Runtime:
         state, rng = self._loaded or self.checkpoints.read(self.resume_from)
         self._loaded = None
         self.checkpoints.restore(self.resume_from, state, rng, generators)
-        self.position = state["data_position"]
-        saved_world = state.get("data_world", self.world)
-        if saved_world != self.world and state.get("data") is None:
-            # The order is one permutation per epoch dealt out to the processes: keep the items taken in total.
-            logger.warning(
-                "the checkpoint was written by %d process(es), this run has %d: each process continues after "
-                "%d of the %d items taken in all (the order is kept up to a batch at the boundary)",
-                saved_world,
-                self.world,
-                self.position * saved_world // self.world,
-                self.position * saved_world,
-            )
-            self.position = self.position * saved_world // self.world
-        self._resumed_data = state.get("data")
+        self.data.restore(state)
         if state.get("scaler") and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         return state
-
-    def _stream_state(self) -> dict[str, Any]:
-        from accelerate.utils import gather_object
-
-        mine = [list(c) for c in self._stream.cursors]
-        cursors = mine if self.world == 1 else gather_object(mine)
-        return {"kind": "stream", "world": self.world, "workers": len(self._stream.cursors), "cursors": cursors}
 
     def export(self, model: nn.Module, name: str = "final") -> Path:
         """``save_pretrained`` the model into ``output_dir/name`` (main process), so ``titok.load`` reads it."""
@@ -345,17 +264,9 @@ def start(
         stored = runfolder.stored_recipe(out, found[1])
         if stored is not None:
             changes = runfolder.check_resume(found[0], stored, recipe, architecture)
-    seed = run.seed + accelerator.process_index
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    _seed(run.seed + accelerator.process_index)
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        runfolder.remove_leftovers(out)
-        if found is None:
-            runfolder.record_start(out, recipe)
-        else:
-            runfolder.record_resume(out, found[0], found[1]["step"], stored, recipe, changes)
+        _record(out, recipe, found, stored, changes)
     metrics = MetricsLogger(
         out,
         enabled=accelerator.is_main_process,
@@ -368,6 +279,22 @@ def start(
     rt = Runtime(run, accelerator, out, manager, metrics, found[0] if found else None)
     rt._loaded = found[1:] if found else None
     return rt
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _record(out: Path, recipe: Mapping[str, Any], found, stored, changes) -> None:
+    """Prepare the output folder and record the run's start or resume in it (main process)."""
+    out.mkdir(parents=True, exist_ok=True)
+    runfolder.remove_leftovers(out)
+    if found is None:
+        runfolder.record_start(out, recipe)
+    else:
+        runfolder.record_resume(out, found[0], found[1]["step"], stored, recipe, changes)
 
 
 def _resume_point(accelerator, manager: CheckpointManager, resume: bool | str, out: Path):

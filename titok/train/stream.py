@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from titok.data.batch import LabeledBatch, StreamBatch
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,11 +19,11 @@ class StreamBatches(Iterator):
     def __init__(self, batches: Iterator[Any], cursors: list[list[int]]) -> None:
         self.batches, self.cursors = batches, cursors
 
-    def __next__(self) -> list[Any]:
-        *batch, cursor = next(self.batches)
-        role, *position = cursor[-1].tolist()
+    def __next__(self) -> LabeledBatch:
+        batch: StreamBatch = next(self.batches)
+        role, *position = batch.cursors[-1].tolist()
         self.cursors[role] = position
-        return batch
+        return batch.without_cursors()
 
 
 def resume_cursors(saved: dict[str, Any] | None, rank: int, world: int, workers: int) -> list[list[int]]:

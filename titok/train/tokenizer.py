@@ -23,10 +23,10 @@ from typing import Any, Literal
 from titok.config import Config
 from titok.data.build import DataConfig, build_dataset, first_images
 from titok.data.tokens import WithCachedCodes
-from titok.models import MaskGITVQGAN, TiTok, TiTokConfig, build_model
+from titok.models import MaskGITVQGAN, TiTok, TiTokConfig, build_model, model_section
 from titok.models.tokenizer import check_proxy_teacher, two_stage_from
 from titok.train.codebook import CodebookConfig
-from titok.train.config import OptimConfig, RunConfig, model_section
+from titok.train.config import OptimConfig, RunConfig
 from titok.train.gan import GANConfig, resume_architecture
 from titok.train.heldout import HeldOutConfig
 from titok.train.loop import PreviewConfig, fit, seeded
@@ -73,11 +73,7 @@ class Stage1Recipe(Config):
             )
 
     def model_config(self) -> TiTokConfig:
-        cfg = model_section(self.model, TiTokConfig)
-        if cfg.head != "proxy":
-            raise ValueError(f"model.head: stage 1 trains the 'proxy' head, got {cfg.head!r} (set model.head=proxy)")
-        self.ordering.check(cfg.to_dict())
-        return cfg  # type: ignore[return-value]
+        return _tokenizer_config(self, "proxy", "stage 1 trains the 'proxy' head, got {} (set model.head=proxy)")
 
 
 @dataclass(frozen=True)
@@ -101,33 +97,42 @@ class Stage2Recipe(Config):
             raise ValueError("init: the stage-1 tokenizer that stage 2 starts from is required")
 
     def model_config(self) -> TiTokConfig:
-        cfg = model_section(self.model, TiTokConfig)
-        if cfg.head != "vqgan":
-            raise ValueError(f"model.head: stage 2 trains the 'vqgan' head, got {cfg.head!r}")
-        self.ordering.check(cfg.to_dict())
-        return cfg  # type: ignore[return-value]
+        return _tokenizer_config(self, "vqgan", "stage 2 trains the 'vqgan' head, got {}")
 
 
 @dataclass(frozen=True)
-class SingleStageRecipe(Config):
-    recipe: Literal["single_stage"] = "single_stage"
+class PixelRecipe(Config):
+    """What the recipes that train a model from scratch on pixels (``single_stage``, ``vqgan``) share: L2 +
+    perceptual + VQ + GAN losses, codebook maintenance, the reference's single-stage optimizer."""
+
+    recipe: str = ""
     model: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     gan: GANConfig = field(default_factory=lambda: GANConfig(optim=adamw(10_000)))
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
-    ordering: OrderingConfig = field(default_factory=OrderingConfig)
     optim: OptimConfig = field(default_factory=lambda: adamw(10_000))
     train: RunConfig = field(default_factory=RunConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     heldout: HeldOutConfig = field(default_factory=HeldOutConfig)
 
+
+@dataclass(frozen=True)
+class SingleStageRecipe(PixelRecipe):
+    recipe: Literal["single_stage"] = "single_stage"
+    ordering: OrderingConfig = field(default_factory=OrderingConfig)
+
     def model_config(self) -> TiTokConfig:
-        cfg = model_section(self.model, TiTokConfig)
-        if cfg.head != "pixels":
-            raise ValueError(f"model.head: single-stage training needs the 'pixels' head, got {cfg.head!r}")
-        self.ordering.check(cfg.to_dict())
-        return cfg  # type: ignore[return-value]
+        return _tokenizer_config(self, "pixels", "single-stage training needs the 'pixels' head, got {}")
+
+
+def _tokenizer_config(recipe: Any, head: str, wrong_head: str) -> TiTokConfig:
+    """The recipe's ``model`` section, which must have ``head`` (``wrong_head`` says so) and fit its ordering."""
+    cfg = model_section(recipe.model, TiTokConfig)
+    if cfg.head != head:
+        raise ValueError("model.head: " + wrong_head.format(repr(cfg.head)))
+    recipe.ordering.check(cfg.to_dict())
+    return cfg
 
 
 def load_teacher(path: str, preset: str | None = None) -> MaskGITVQGAN:

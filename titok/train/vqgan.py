@@ -12,38 +12,23 @@ trained no VQGAN (it ported Google's MaskGIT tokenizer), so the defaults are its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from titok.config import Config
-from titok.data.build import DataConfig
-from titok.models import VQGANConfig, build_model
-from titok.train.codebook import CodebookConfig
-from titok.train.config import OptimConfig, RunConfig, model_section
-from titok.train.gan import GANConfig, resume_architecture
-from titok.train.heldout import HeldOutConfig
-from titok.train.loop import PreviewConfig, seeded
-from titok.train.objectives import LossConfig
+from titok.models import VQGANConfig, build_model, model_section
+from titok.train.gan import resume_architecture
+from titok.train.loop import seeded
 from titok.train.runtime import start
-from titok.train.tokenizer import adamw, fit_pixels
+from titok.train.tokenizer import PixelRecipe, fit_pixels
 
 
 @dataclass(frozen=True)
-class VQGANRecipe(Config):
+class VQGANRecipe(PixelRecipe):
     recipe: Literal["vqgan"] = "vqgan"
-    model: dict[str, Any] = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    losses: LossConfig = field(default_factory=LossConfig)
-    gan: GANConfig = field(default_factory=lambda: GANConfig(optim=adamw(10_000)))
-    codebook: CodebookConfig = field(default_factory=CodebookConfig)
-    optim: OptimConfig = field(default_factory=lambda: adamw(10_000))
-    train: RunConfig = field(default_factory=RunConfig)
-    preview: PreviewConfig = field(default_factory=PreviewConfig)
-    heldout: HeldOutConfig = field(default_factory=HeldOutConfig)
 
     def model_config(self) -> VQGANConfig:
-        return model_section(self.model, VQGANConfig)  # type: ignore[return-value]
+        return model_section(self.model, VQGANConfig)
 
 
 def train(recipe: VQGANRecipe, resume: bool | str = False) -> Path:

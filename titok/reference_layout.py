@@ -17,7 +17,7 @@ import torch
 from titok.config import Config
 from titok.models import GeneratorConfig, TiTokConfig, ViTConfig, VQGANConfig
 from titok.models.presets import MASKGIT_VQGAN
-from titok.models.tokenizer import VIT_SIZES
+from titok.models.tokenizer_config import VIT_SIZES
 from titok.sampling import SamplingConfig
 
 # Keys that old checkpoints may carry and that hold no weights.
@@ -193,7 +193,7 @@ def convert_state_dict(
 
     Returns the converted tensors and, for error messages, each new key's reference name. Tensors keep their
     values; 1x1 convolutions become linear weights and singleton axes are dropped where titok's shapes lack them
-    (that reshaping happens in :func:`titok.checkpoints.match_state_dict`).
+    (that reshaping happens in :func:`titok.models.storage.match_state_dict`).
     """
     if isinstance(config, TiTokConfig):
         rules = _HEADS[config.head] + _TITOK

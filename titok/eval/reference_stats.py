@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from titok.data.images import quantize
+from titok.data.images import round_to_uint8
 from titok.eval.data import FASHION_MNIST, loader, open_source
 from titok.eval.dist import barrier, current_shard, gather_lists
 from titok.eval.scoring import FeatureScorer, preprocessing
@@ -39,7 +39,7 @@ def image_statistics(
     batches = loader(dataset, shard.part(len(dataset)), batch_size, workers)
     for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=not progress or shard.rank != 0):
         skipped += batch.errors
-        scorer.update(quantize(batch.images.to(extractor.device)), batch.indices)
+        scorer.update(round_to_uint8(batch.images.to(extractor.device)), batch.indices)
     stats, _, count = scorer.finish(
         {"source": described, "resolution": str(size), "preprocessing": preprocessing(size)}
     )
