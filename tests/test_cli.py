@@ -60,10 +60,21 @@ def test_reconstruct_writes_pairs_and_psnr(workspace, capsys):
     status = main(["reconstruct", str(workspace / "model"), str(workspace / "images"), "-o", str(out)])
     assert status == 1  # the corrupt file
     assert len(list(out.glob("*.png"))) == 3
-    assert Image.open(next(out.glob("*.png"))).size == (64, 32)  # original | reconstruction
+    # original | reconstruction, 32 px enlarged 4 times (nearest neighbour) in 2 px margins, under a label row
+    pair = np.asarray(Image.open(sorted(out.glob("*.png"))[0]).convert("RGB"))
+    assert pair.shape == (22 + 132, 2 * 132, 3)
+    header = pair[:22]
+    assert (header < 128).any() and (header > 128).any()  # dark text on white: the labels
+    tile = pair[24 : 24 + 128, 2 : 2 + 128]
+    assert (tile == tile[::4, ::4].repeat(4, 0).repeat(4, 1)).all()  # each pixel is a 4x4 block
     lines = (out / "psnr.csv").read_text().splitlines()
     assert lines[0] == "file,psnr_db" and len(lines) == 4
     assert "mean PSNR" in capsys.readouterr().out
+    args = ["reconstruct", str(workspace / "model"), str(workspace / "images" / "a.png"), "-o", str(out / "s1")]
+    assert main([*args, "--scale", "1"]) == 0
+    assert Image.open(next((out / "s1").glob("*.png"))).size == (2 * 36, 22 + 36)
+    assert main([*args, "--scale", "0"]) == 2
+    assert "--scale: the scale must be a whole number of at least 1, got 0" in capsys.readouterr().err
 
 
 def test_codes_of_another_model_are_rejected(workspace, capsys):

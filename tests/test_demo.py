@@ -37,7 +37,8 @@ def test_demo_with_given_models(tmp_path, capsys):
     codes = printed.split("codes: ")[1].splitlines()[0].split()
     assert len(codes) == 4 and all(0 <= int(c) < 32 for c in codes)
     grid = Image.open(out)
-    assert grid.size == (110 + 10 * (32 * 3 + 4), 28 + 6 * (32 * 3 + 4))  # 10 classes; original, recon, 4 samples
+    # 10 classes; original, recon, 4 samples; row names up to 14 characters ("reconstruction") on the left
+    assert grid.size == (6 * 14 + 12 + 10 * (32 * 3 + 4), 22 + 6 * (32 * 3 + 4))
 
 
 def test_demo_held_out_images_without_the_debian_package(monkeypatch, tmp_path):

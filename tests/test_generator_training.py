@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from tiny import build
 
 import titok
@@ -277,6 +278,9 @@ def test_generate_cli_writes_a_grid(tmp_path, capsys):
         == 0
     )
     assert grid.is_file() and len(list(pngs.glob("*_class3.png"))) == 3
+    assert Image.open(next(pngs.glob("*.png"))).size == (32, 32)  # the samples themselves, unscaled
+    # one row per class (named on the left: "class 3" = 7 characters), 3 samples at 4x (128 + 2 * 2 px) under a header
+    assert Image.open(grid).size == (6 * 7 + 12 + 3 * 132, 22 + 2 * 132)
     assert "num_sample_steps=4" in capsys.readouterr().out
     options = ["--guidance", "1.5", "--guidance-decay", "power-cosine", "--guidance-pow", "2.5", "--temperature", "0.5"]
     options += ["--no-anneal", "--schedule", "sqrt"]  # the short spellings of --no-annealing, --mask-schedule

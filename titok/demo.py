@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from titok.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
-from titok.data.images import round_to_uint8, save_png
+from titok.data.images import round_to_uint8
+from titok.data.labelled import write_grid
 from titok.data.transforms import Preprocess
 from titok.metrics.extractors import fmnist
 from titok.metrics.fid import FeatureStats, Statistics, frechet_distance
@@ -132,23 +133,3 @@ def _write_demo_grid(out, images, recon, samples, labels, num_classes: int, samp
 def _moments(stats: FeatureStats) -> tuple[np.ndarray, np.ndarray]:
     s = stats.compute()
     return s.mu, s.sigma
-
-
-def write_grid(out: str | Path, rows: list[tuple[str, torch.Tensor]], columns: list[str], scale: int = 3) -> Path:
-    """A labelled PNG grid: ``rows`` of (name, images (C, 3, S, S) in [0, 1]), one column per entry of ``columns``
-    (names on top). Images are enlarged ``scale`` times (nearest neighbour)."""
-    from PIL import Image, ImageDraw
-
-    cell = rows[0][1].shape[-1] * scale + 4
-    left, top = 110, 28
-    canvas = Image.new("RGB", (left + cell * len(columns), top + cell * len(rows)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, name in enumerate(columns):
-        draw.text((left + c * cell + 2, 8), name, fill="black")
-    for r, (name, batch) in enumerate(rows):
-        draw.text((4, top + r * cell + cell // 2 - 6), name, fill="black")
-        for c, tile in enumerate(round_to_uint8(batch).permute(0, 2, 3, 1).numpy()):
-            tile = Image.fromarray(tile).resize((cell - 4, cell - 4), Image.NEAREST)
-            canvas.paste(tile, (left + c * cell + 2, top + r * cell + 2))
-    save_png(np.asarray(canvas), out)
-    return Path(out)

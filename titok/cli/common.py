@@ -202,3 +202,14 @@ def load_model(spec: str, weights: str | None, device: torch.device):
         return titok.load(spec, device=device)
     except (ValueError, FileNotFoundError, TypeError) as e:
         raise CommandError(str(e)) from None
+
+
+def grid_scale(image_size: int, scale: int | None) -> int:
+    """``--scale``, or the default enlargement for ``image_size``-pixel pictures (see
+    :func:`titok.data.labelled.readable_scale`); a bad value is a :class:`CommandError`."""
+    from titok.data.labelled import readable_scale
+
+    try:
+        return readable_scale(image_size, scale)
+    except ValueError as e:
+        raise CommandError(f"--scale: {e}") from None

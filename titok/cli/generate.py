@@ -15,6 +15,7 @@ from titok.cli.common import (
     add_sampling_arguments,
     check_output_dir,
     check_output_file,
+    grid_scale,
     load_model,
     sampling_settings,
     torch,
@@ -33,8 +34,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", help="comma-separated class ids (default: the first 10 classes)")
     p.add_argument("--per-class", type=int, default=4, help="samples per class (one grid row per class)")
     p.add_argument("--unconditional", type=int, metavar="N", help="N samples without classes instead")
-    p.add_argument("-o", "--output", help="the grid PNG to write")
-    p.add_argument("--out-dir", help="also write one PNG per sample here")
+    p.add_argument("-o", "--output", help="the grid PNG to write: one labelled row per class")
+    p.add_argument("--out-dir", help="also write one PNG per sample here (at the model's resolution)")
+    p.add_argument(
+        "--scale",
+        type=int,
+        help="enlarge the grid's images this many times, nearest neighbour (default: enough for 128 px; 1 for none)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     add_sampling_arguments(p)
@@ -80,7 +86,7 @@ def _labels(args: argparse.Namespace, generator) -> torch.Tensor | None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from titok.data.images import save_grid, save_png, to_uint8
+    from titok.data.images import save_png, to_uint8
     from titok.models import ImageTokenizer, MaskedGenerator
 
     if not args.output and not args.out_dir:
@@ -96,6 +102,7 @@ def run_generate(args: argparse.Namespace) -> int:
             f"the generator models {generator.num_tokens} codes of {generator.codebook_size}; the tokenizer has "
             f"{tokenizer.num_tokens} codes of {tokenizer.codebook_size}"
         )
+    scale = grid_scale(tokenizer.image_size, args.scale)
     labels = _labels(args, generator)
     total = args.unconditional if labels is None else len(labels)
     settings = sampling_settings(args, generator.config.sampling)
@@ -113,11 +120,23 @@ def run_generate(args: argparse.Namespace) -> int:
             tag = "" if labels is None else f"_class{int(labels[i])}"
             save_png(image, Path(args.out_dir) / f"{i:05d}{tag}.png")
     if args.output:
-        save_grid(images_t, args.output, nrow=args.per_class if labels is not None else 8)
+        _write_grid(args.output, images_t, labels, args.per_class, scale)
     print(f"{total} sample(s) in {elapsed:.2f} s ({total / elapsed:.1f} samples/s), seed {args.seed}")
     print("sampling: " + ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()))
     print("wrote " + " and ".join(x for x in (args.output, args.out_dir) if x))
     return 0
+
+
+def _write_grid(out: str, images: torch.Tensor, labels: torch.Tensor | None, per_class: int, scale: int) -> None:
+    """One row per class, named on the left, samples numbered on top; unconditional samples in unnamed rows of 8."""
+    from titok.data.labelled import write_grid
+
+    if labels is None:
+        rows = [("", chunk) for chunk in images.split(8)]
+        write_grid(out, rows, [], scale)
+        return
+    rows = [(f"class {int(labels[i])}", images[i : i + per_class]) for i in range(0, len(images), per_class)]
+    write_grid(out, rows, [f"sample {k + 1}" for k in range(per_class)], scale)
 
 
 def _dataset(spec: str, size: int, limit: int | None):

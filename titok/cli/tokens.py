@@ -22,6 +22,7 @@ from titok.cli.common import (
     add_model_argument,
     check_output_dir,
     check_output_file,
+    grid_scale,
     lazy,
     load_model,
     no_grad,
@@ -60,11 +61,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reconstruct",
         help="images -> codes -> images, side by side, with PSNR",
-        description=f"Write original | reconstruction PNGs and print each image's PSNR. {PREPROCESS}",
+        description="Write original | reconstruction PNGs, labelled with the PSNR and enlarged (nearest neighbour) "
+        f"when small, and print each image's PSNR. {PREPROCESS}",
     )
     add_model_argument(p)
     p.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="folder for the side-by-side PNGs and psnr.csv")
+    p.add_argument(
+        "--scale",
+        type=int,
+        help="enlarge the pictures this many times, nearest neighbour (default: enough for 128 px; 1 for none)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     add_common(p)
     p.set_defaults(run=run_reconstruct)
@@ -251,10 +258,12 @@ def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
+    from titok.data.labelled import write_grid
     from titok.metrics.image import psnr
 
     check_output_dir(args.output, "-o")
     model = _tokenizer(args)
+    scale = grid_scale(model.image_size, args.scale)
     failures: list[tuple[Path, str]] = []
     paths = _image_paths(args.images, failures)
     total = len(paths) + len(failures)
@@ -270,9 +279,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     ):
         recon = _decode(model, _latents(model, batch.images)).float().cpu()
         scores = psnr(recon, batch.images)
-        side_by_side = _images.to_uint8(torch.cat([batch.images, recon], dim=3))
-        for path, image, score in zip(batch.paths, side_by_side, scores.tolist()):
-            _images.save_png(image, out / f"{len(rows):05d}_{_stem(path)}.png")
+        for path, original, rebuilt, score in zip(batch.paths, batch.images, recon, scores.tolist()):
+            pair = torch.stack([original, rebuilt.clamp(0, 1)])
+            labels = ["original", f"recon {score:.1f} dB"]
+            write_grid(out / f"{len(rows):05d}_{_stem(path)}.png", [("", pair)], labels, scale)
             rows.append((str(path), f"{score:.3f}"))
             scores_db.append(score)
             print(f"{score:7.2f} dB  {path}")
