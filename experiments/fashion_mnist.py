@@ -235,6 +235,14 @@ def _params(model: Path) -> int:
     return sum(p.numel() for p in titok.load(model).parameters())
 
 
+def _remedy(run: Path) -> str:
+    """The codebook remedies a run trained with, from its recipe.json (e.g. ``clustering``), or ``none``."""
+    cb = json.loads((run / "recipe.json").read_text()).get("codebook", {})
+    on = [k for k in ("clustering", "kmeans_init") if cb.get(k)]
+    on += [f"restart_after={cb['restart_after']}"] if cb.get("restart_after") else []
+    return ", ".join(on) or "none"
+
+
 def _steps_and_images(run: Path) -> tuple[int, int]:
     recipe = json.loads((run / "recipe.json").read_text())["train"]
     steps = recipe["max_steps"]
@@ -250,6 +258,8 @@ def evaluate(args: argparse.Namespace) -> None:
             final = runs / run.name / "final"
             if final.exists():
                 recon[run.name] = _recon(final, runs / run.name / "eval.json", RECON_IMAGES, args.threads)
+                recon[run.name]["steps"] = _steps_and_images(runs / run.name)[0]
+                recon[run.name]["codebook"] = _remedy(runs / run.name)
         _merge({"recon": recon})
     if "remedies" in parts:
         _merge({"remedies": evaluate_remedies(Path(args.remedy_runs), args.threads)})
@@ -472,7 +482,7 @@ def _plot_gen(gen: dict, path: Path) -> None:
 
 def _describe(overrides: dict[str, object]) -> str:
     """The overrides of a sweep run, short: encoder and decoder settings that agree are named once."""
-    short = {k.removeprefix("model."): v for k, v in overrides.items()}
+    short = {k.removeprefix("model."): v for k, v in overrides.items() if not k.startswith("heldout.")}
     for key in ("width", "depth", "num_heads"):
         if short.get(f"encoder.{key}") == short.get(f"decoder.{key}") is not None:
             short[key] = short.pop(f"encoder.{key}")
@@ -681,7 +691,11 @@ def report(args: argparse.Namespace) -> None:
         out += remedies_section(results["remedies"], figures)
     if recon:
         out += ["## Reconstruction against the number of tokens and model size (paper Fig. 4)", ""]
-        out += [HOW.format(base=BASE, steps=RUNS[0].steps, seed=SEED, num=RECON_IMAGES), ""]
+        sweep_steps = next(iter(recon.values())).get("steps", RUNS[0].steps)  # what the scored runs trained
+        remedies = sorted({r.get("codebook", "none") for r in recon.values()})
+        out += [HOW.format(base=BASE, steps=sweep_steps, seed=SEED, num=RECON_IMAGES)]
+        out[-1] += f" Codebook remedy of these runs: {', '.join(remedies)}."
+        out += [""]
         names = [f"tokens{n}" for n in TOKENS] + ["sizeXS_tokens16", "sizeM_tokens16"]
         rows = [_row(n, recon[n], run_overrides[n]) for n in names if n in recon]
         out += [_table(RECON_HEADER, rows), ""]
@@ -713,7 +727,7 @@ def report(args: argparse.Namespace) -> None:
         out += [
             "**Finding.** The paper: more tokens reconstruct better, and a larger tokenizer needs fewer tokens for "
             f"the same quality. Here rFD-fmnist {tokens_verdict}; at 16 tokens it {size_verdict}. Every model here "
-            f"trained for {RUNS[0].steps:,} steps of 32 images ({RUNS[0].steps * 32 / 60000:.1f} epochs), where "
+            f"trained for {sweep_steps:,} steps of 32 images ({sweep_steps * 32 / 60000:.1f} epochs), where "
             "the paper's trained for hundreds of thousands of steps.",
             "",
         ]
@@ -734,7 +748,7 @@ def report(args: argparse.Namespace) -> None:
                 "positions instead of from latent tokens, built as the paper builds it: at N tokens its patches are "
                 "32/sqrt(N) pixels wide, while the 1-D model keeps its 4x4 patches (64 of them) whatever N; widths, "
                 "depths, codebook and steps are the same. "
-                + HOW.format(base=BASE, steps=RUNS[0].steps, seed=SEED, num=RECON_IMAGES),
+                + HOW.format(base=BASE, steps=sweep_steps, seed=SEED, num=RECON_IMAGES),
                 "",
                 _table(RECON_HEADER, rows),
                 "",
@@ -755,7 +769,7 @@ def report(args: argparse.Namespace) -> None:
             )
             out += [
                 "**Finding.** The paper: at the same number of tokens the 1-D tokenizer reconstructs better than "
-                f"the 2-D one. By rFD-fmnist here ({values}): {verdict}, after {RUNS[0].steps:,} steps.",
+                f"the 2-D one. By rFD-fmnist here ({values}): {verdict}, after {sweep_steps:,} steps.",
                 "",
             ]
     if gen:
