@@ -73,6 +73,7 @@ def test_recon_end_to_end(ws, capsys):
     protocol = report["protocol"]
     assert protocol["extractor"] == "fmnist-cnn" and len(protocol["extractor_sha256"]) == 64
     assert "bicubic" in protocol["preprocessing"] and protocol["resolution"] == 32
+    assert protocol["precision"] == "fp32"  # the pinned protocol, whatever the CPU does well
     assert any("< 50,000" in w for w in report["warnings"])
     # the PSNR is the mean over images of the uint8-rounded reconstruction against the uint8-rounded original
     tokenizer = titok.load(ws / "tok")
@@ -108,6 +109,7 @@ def test_gen_end_to_end_with_export_and_cached_reference(ws, monkeypatch, capsys
     sampling = report["protocol"]["sampling"]
     defaults = titok.load(ws / "gen").config.sampling.to_dict()
     assert sampling == {**defaults, "num_sample_steps": 2} and report["protocol"]["seed"] == 42
+    assert report["protocol"]["precision"] == "fp32"
     assert any("not a multiple of the 10 classes" in w for w in report["warnings"])
     assert any("< 50,000" in w for w in report["warnings"])
     with np.load(npz) as data:

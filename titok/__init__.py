@@ -4,6 +4,8 @@
 >>> tokenizer = titok.load("yucornetto/tokenizer_titok_l32_imagenet")   # or a folder, or a file + preset=
 >>> codes = tokenizer.tokenize(images)            # (B, 3, 256, 256) in [0, 1] -> (B, 32) int64
 >>> images = tokenizer.detokenize(codes).clamp(0, 1)
+>>> with titok.autocast("auto"):                 # bf16 where the hardware computes it natively
+...     codes = tokenizer.tokenize(images)
 """
 
 from titok.checkpoints import load
@@ -21,6 +23,7 @@ from titok.models import (
     create_model,
     list_models,
 )
+from titok.precision import autocast
 from titok.quantizers import DiagonalGaussian, QuantizerOutput
 
 __version__ = "0.1.0"
@@ -38,6 +41,7 @@ __all__ = [
     "UViTGenerator",
     "VQGANConfig",
     "ViTConfig",
+    "autocast",
     "create_model",
     "list_models",
     "load",

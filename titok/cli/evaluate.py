@@ -21,6 +21,7 @@ from titok.cli import (
     load_model,
     sampling_options,
 )
+from titok.cli.precision import add_precision_argument
 
 PROTOCOL = (
     "Images are converted to RGB, resized so that their shorter side is the tokenizer's resolution (bicubic, "
@@ -64,6 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draws of a VAE tokenizer")
     _add_extractor(p)
     add_common(p)
+    add_precision_argument(p, default="fp32")
     p.set_defaults(run=_leaving_the_group(run_recon))
 
     p = evsub.add_parser("gen", help="gFID and IS of class-balanced samples", description=PROTOCOL)
@@ -86,6 +88,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_extractor(p)
     p.set_defaults(batch_size=125)
     add_common(p)
+    add_precision_argument(p, default="fp32")
     p.set_defaults(run=_leaving_the_group(run_gen))
 
     p = evsub.add_parser("stats", help="feature statistics of real images (an .npz for --ref)", description=PROTOCOL)
@@ -176,7 +179,7 @@ def run_recon(args: argparse.Namespace) -> int:
         report = evaluate_reconstruction(tokenizer, dataset, extractor, options, described)
     except (FileNotFoundError, ValueError) as e:
         raise CommandError(str(e)) from None
-    report.protocol["tokenizer"] = args.weights or args.tokenizer
+    report.protocol.update(tokenizer=args.weights or args.tokenizer, precision=args.precision)
     return _finish(report, args)
 
 
@@ -211,6 +214,7 @@ def run_gen(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer_weights or args.tokenizer,
         generator=args.generator_weights or args.generator,
         ref=args.ref,
+        precision=args.precision,
     )
     return _finish(report, args)
 

@@ -17,6 +17,7 @@ from titok.cli import (
     load_model,
     sampling_options,
 )
+from titok.cli.precision import add_precision_argument
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     add_sampling_arguments(p)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_generate)
 
     p = sub.add_parser(
@@ -54,6 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=2)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_pretokenize)
 
 

@@ -13,7 +13,8 @@ import torch
 from tqdm import tqdm
 
 from titok.cli import CommandError, add_common, add_model_argument, load_model
-from titok.data.images import find_images, iter_image_batches, save_png, to_uint8
+from titok.cli.precision import add_precision_argument
+from titok.data.images import default_workers, find_images, iter_image_batches, save_png, to_uint8
 from titok.io import atomic_write
 
 PREPROCESS = (
@@ -29,7 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="the .npz to write: codes (B x N int64), files, model")
     p.add_argument("--batch-size", type=int, default=16)
+    _add_workers(p)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_tokenize)
 
     p = sub.add_parser("detokenize", help="codes (.npz) -> images", description="Decode codes into one PNG per row.")
@@ -38,6 +41,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="folder for the PNGs")
     p.add_argument("--batch-size", type=int, default=16)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_detokenize)
 
     p = sub.add_parser(
@@ -49,13 +53,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="folder for the side-by-side PNGs and psnr.csv")
     p.add_argument("--batch-size", type=int, default=16)
+    _add_workers(p)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_reconstruct)
 
     p = sub.add_parser("info", help="architecture, parameters, tokens per image, codebook")
     add_model_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run_info)
+
+
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes that read and resize images (default: none for a few batches, else up to 4)",
+    )
+
+
+def _workers(args: argparse.Namespace, count: int) -> int:
+    if args.workers is None:
+        return default_workers(count, args.batch_size)
+    if args.workers < 0:
+        raise CommandError(f"--workers must be at least 0, got {args.workers}")
+    return args.workers
 
 
 def _tokenizer(args: argparse.Namespace):
@@ -100,7 +122,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     paths = _image_paths(args.images)
     failures: list[tuple[Path, str]] = []
     rows, done = [], []
-    batches = iter_image_batches(paths, model.image_size, args.batch_size, failures)
+    batches = iter_image_batches(paths, model.image_size, args.batch_size, failures, _workers(args, len(paths)))
     with tqdm(total=len(paths), unit="img", desc="tokenize", disable=None) as bar:
         for batch in batches:
             rows.append(_encode(model, batch.images))
@@ -174,7 +196,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     failures: list[tuple[Path, str]] = []
     lines, index = ["file,psnr_db"], 0
     for batch in tqdm(
-        iter_image_batches(paths, model.image_size, args.batch_size, failures),
+        iter_image_batches(paths, model.image_size, args.batch_size, failures, _workers(args, len(paths))),
         total=math.ceil(len(paths) / args.batch_size),
         unit="batch",
         desc="reconstruct",

@@ -54,7 +54,26 @@ def run_recipe(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise CommandError(str(e)) from None
     train = recipes()[recipe.recipe][1]
+    _print_precision(recipe.train.mixed_precision)
     return _run(lambda: train(recipe, _resume(args)))
+
+
+def _print_precision(mixed_precision: str) -> None:
+    """Say (once, from the first process) what ``train.mixed_precision`` means on this machine."""
+    import os
+    import sys
+
+    import torch
+
+    from titok.precision import accelerate_precision
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    try:
+        _, choice = accelerate_precision(mixed_precision, torch.cuda.is_available())
+    except ValueError:
+        return  # the run stops with the reason
+    print(f"precision: {choice} [train.mixed_precision={mixed_precision}]", file=sys.stderr)
 
 
 def _run(job) -> int:

@@ -285,13 +285,13 @@ class TiTok(ImageTokenizer):
 
     @torch.no_grad()
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (B, N) int64 -> images (B, 3, S, S), raw decoder output (clamping is the caller's)."""
+        """Codes (B, N) int64 -> float32 images (B, 3, S, S), raw decoder output (clamping is the caller's)."""
         if self.quantizer is None:
             raise ValueError("this tokenizer is continuous (quantizer 'vae'): decode latents with decode()")
         codes = codes.to(self.device)
         if codes.ndim != 2 or codes.shape[1] != self.num_tokens:
             raise ValueError(f"codes must have shape (B, {self.num_tokens}), got {tuple(codes.shape)}")
-        return self.decode(self.quantizer.embed(codes))
+        return self.decode(self.quantizer.embed(codes)).float()
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> TiTokOutput:
         """Encode, quantize (or sample the posterior with ``generator``) and decode, for training."""

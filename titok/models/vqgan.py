@@ -100,7 +100,7 @@ class VQGANEncoder(nn.Module):
         self.conv_out = nn.Conv2d(chans[-1], cfg.z_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
+        x = self.conv_in(x.contiguous(memory_format=torch.channels_last))  # oneDNN's and cuDNN's preferred layout
         for i, level in enumerate(self.down):
             for block in level.block:
                 x = block(x)
@@ -108,7 +108,7 @@ class VQGANEncoder(nn.Module):
                 x = F.avg_pool2d(x, 2)
         for block in self.mid:
             x = block(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()
 
 
 class _UpLevel(_Level):
@@ -135,7 +135,7 @@ class VQGANDecoder(nn.Module):
         self.conv_out = nn.Conv2d(chans[0], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(z)
+        x = self.conv_in(z.contiguous(memory_format=torch.channels_last))  # oneDNN's and cuDNN's preferred layout
         for block in self.mid:
             x = block(x)
         for level in reversed(self.up):
@@ -143,7 +143,7 @@ class VQGANDecoder(nn.Module):
                 x = block(x)
             if level.upsample_conv is not None:
                 x = level.upsample_conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()
 
 
 @dataclass
@@ -207,7 +207,8 @@ class MaskGITVQGAN(ImageTokenizer):
         return self.decoder(z)
 
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.quantizer.embed(codes.to(self.device)))
+        """Codes (B, h*w) int64 -> float32 images (B, 3, H, W), raw (not clamped)."""
+        return self.decode(self.quantizer.embed(codes.to(self.device))).float()
 
     def forward(self, images: torch.Tensor) -> VQGANOutput:
         """Encode, quantize and decode, for training."""

@@ -44,12 +44,14 @@ def _accelerator(run: RunConfig):
         from accelerate import Accelerator
     except ImportError:
         raise ImportError("training needs accelerate: pip install 'titok[train]'") from None
+    from titok.precision import accelerate_precision
+
     cuda = torch.cuda.is_available()
-    precision = run.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    if precision != "no" and not cuda:
-        raise TrainingError(f"train.mixed_precision={precision!r} needs a GPU; use 'no' (fp32) on the CPU")
+    try:
+        precision, choice = accelerate_precision(run.mixed_precision, cuda)
+    except ValueError as e:
+        raise TrainingError(f"train.mixed_precision={run.mixed_precision!r}: {e}") from None
+    logger.info("training precision: %s", choice)
     return Accelerator(mixed_precision=precision, cpu=not cuda, dynamo_backend="inductor" if run.compile else "no")
 
 
