@@ -29,12 +29,14 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import titok
+from titok.io import atomic_write
 from titok.losses.masked import masked_token_loss, random_mask
 from titok.models import GeneratorConfig, TiTokConfig, ViTConfig, VQGANConfig, build_model, get_preset
 from titok.precision import cpu_flags, cpu_name, resolve
@@ -111,12 +113,6 @@ class Row:
     items: int
     make: Callable[[str], Callable[[], object] | None]
     training: bool = False  # gradients on (a training step) or off (inference)
-    cache: dict[str, Callable[[], object] | None] = field(default_factory=dict)
-
-    def work(self, mode: str) -> Callable[[], object] | None:
-        if mode not in self.cache:
-            self.cache[mode] = self.make(mode)
-        return self.cache[mode]
 
 
 def _variant(model: torch.nn.Module, mode: str) -> torch.nn.Module | None:
@@ -296,7 +292,7 @@ def flops(fn: Callable[[], object]) -> int:
 def measure_row(row: Row, preset: str, modes: list[str], device: torch.device, args) -> list[dict]:
     works = {}
     for mode in modes:
-        fn = row.work(mode)
+        fn = row.make(mode)
         if fn is not None:
             works[mode] = lambda fn=fn, mode=mode: _call(fn, mode, device, row.training)
     work = 0 if args.quick else flops(works["fp32"]) if "fp32" in works else 0
@@ -332,19 +328,17 @@ def _call(fn: Callable[[], object], mode: str, device: torch.device, training: b
         return fn()
 
 
-def run(preset: str, device: torch.device, modes: list[str], args) -> list[dict]:
+def run(preset: str, device: torch.device, modes: list[str], args, done: Callable[[list[dict]], None]) -> None:
+    """Measure ``preset``'s rows; ``done`` receives each row's results as soon as they are measured."""
     setup = setups(device)[preset]
-    results = []
     for rows in (inference_rows, training_rows):
         built = rows(setup, device, seed=0)
         for row in built:
             if args.rows and row.name not in args.rows:
                 continue
-            results += measure_row(row, preset, modes, device, args)
-            row.cache.clear()
+            done(measure_row(row, preset, modes, device, args))
         del built
         gc.collect()
-    return results
 
 
 def _line(r: dict) -> str:
@@ -401,10 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     modes += ["int8"] if args.int8 and "int8" not in modes else []
     meta = machine(device)
     print(", ".join(f"{k}: {v}" for k, v in meta.items()))
-    results = [r for preset in presets for r in run(preset, device, modes, args)]
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump({**meta, "runs": args.runs, "warmup": args.warmup, "results": results}, f, indent=2)
+    results: list[dict] = []
+
+    def done(rows: list[dict]) -> None:  # written after every row: a long run that stops keeps what it measured
+        results.extend(rows)
+        if args.output:
+            report = {**meta, "runs": args.runs, "warmup": args.warmup, "results": results}
+            atomic_write(args.output, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+
+    for preset in presets:
+        run(preset, device, modes, args, done)
     return 0
 
 

@@ -191,3 +191,19 @@ def test_image_batches_read_in_workers_match_the_serial_ones(tmp_path):
     assert paths0 == paths2 == [paths[:3], paths[4:7], paths[7:]]
     assert torch.equal(images0, images2) and images0.shape == (7, 3, 16, 16)
     assert [f[0] for f in failures0] == [f[0] for f in failures2] == [paths[3]]
+
+
+def test_training_runtime_unwraps_compiled_models_and_trains_in_bf16_on_cpus(tmp_path):
+    from titok.train.config import RunConfig
+    from titok.train.runtime import start
+
+    run = RunConfig(output_dir=str(tmp_path / "run"), mixed_precision="bf16", tensorboard=False)
+    rt = start(run, {"recipe": "test"})
+    try:
+        model = torch.nn.Linear(4, 4)
+        assert rt.unwrap(torch.compile(model)) is model  # train.compile=true: EMA and export see plain names
+        assert rt.accelerator.mixed_precision == "bf16"
+        with rt.accelerator.autocast():
+            assert model(torch.ones(1, 4)).dtype == torch.bfloat16
+    finally:
+        rt.close()

@@ -94,7 +94,9 @@ class Runtime:
         return self.accelerator.prepare(*objects)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
-        return self.accelerator.unwrap_model(model)
+        """The model itself: without DDP and without ``torch.compile``'s wrapper (``train.compile``), whose
+        parameter names carry an ``_orig_mod.`` prefix that the EMA and the exported weights must not have."""
+        return self.accelerator.unwrap_model(model, keep_torch_compile=False)
 
     def batches(self, dataset: Dataset, collate: Callable | None = None) -> Iterator[Any]:
         """Micro-batches of ``batch_size`` in the deterministic order, from ``position`` (restored on resume); for a
