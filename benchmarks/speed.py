@@ -295,7 +295,7 @@ def measure_row(row: Row, preset: str, modes: list[str], device: torch.device, a
         fn = row.make(mode)
         if fn is not None:
             works[mode] = lambda fn=fn, mode=mode: _call(fn, mode, device, row.training)
-    work = 0 if args.quick else flops(works["fp32"]) if "fp32" in works else 0
+    work = flops(works["fp32"]) if args.flops and "fp32" in works else 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = alternate(works, device, args.runs, args.warmup)
@@ -314,8 +314,8 @@ def measure_row(row: Row, preset: str, modes: list[str], device: torch.device, a
                 "seconds": median,
                 "runs": seconds,
                 "speedup_vs_fp32": base / median if base else None,
-                "gflop_per_item": work / row.items / 1e9,
-                "tflop_per_s": work / median / 1e12,
+                "gflop_per_item": work / row.items / 1e9 if work else None,
+                "tflop_per_s": work / median / 1e12 if work else None,
                 "peak_gib": peak,
             }
         )
@@ -343,10 +343,11 @@ def run(preset: str, device: torch.device, modes: list[str], args, done: Callabl
 
 def _line(r: dict) -> str:
     ratio = f"{r['speedup_vs_fp32']:5.2f}x fp32" if r["speedup_vs_fp32"] else "          "
+    work = f"  {r['gflop_per_item']:9.2f} GFLOP/item {r['tflop_per_s']:7.3f} TFLOP/s" if r["gflop_per_item"] else ""
     peak = f"  peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else ""
     return (
         f"{r['preset']:>6} {r['row']:>16} {r['mode']:>12} batch {r['batch']:>4} {r['items_per_s']:10.2f}/s  {ratio}"
-        f"  {r['gflop_per_item']:9.2f} GFLOP/item {r['tflop_per_s']:7.3f} TFLOP/s{peak}"
+        f"{work}{peak}"
     )
 
 
@@ -379,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="tiny models, one run: every code path in seconds")
+    p.add_argument(
+        "--flops",
+        action=argparse.BooleanOptionalAction,
+        help="count each row's work once (one more fp32 run) for GFLOP/item and TFLOP/s (default: on GPUs)",
+    )
     p.add_argument("-o", "--output", help="also write the results as JSON")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -386,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.runs, args.warmup = 1, 1
+    if args.flops is None:
+        args.flops = device.type == "cuda" and not args.quick
     presets = args.preset or (["tiny"] if args.quick else ["s128", "b64", "l32", "fmnist"])
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
