@@ -114,6 +114,9 @@ def test_autocast_scope_sets_the_format_and_detokenize_returns_float32():
         assert tok.detokenize(codes).dtype == torch.float32
     with titok.autocast("fp32", "cpu"):
         assert layer(torch.ones(1, 4)).dtype == torch.float32
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"), titok.autocast("fp16"):
+            pass
 
 
 def test_the_quantizer_searches_in_float32_under_bf16():

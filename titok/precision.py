@@ -109,10 +109,11 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> Choice:
 @contextlib.contextmanager
 def autocast(precision: str = "auto", device: torch.device | str | None = None) -> Iterator[dict[str, Choice]]:
     """Run the block in ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) on ``device``'s type; without a
-    device, on the CPU and, if present, on CUDA (each resolved for itself). Yields ``{device type: Choice}``."""
+    device, on the CPU and, if present, on CUDA (each resolved for itself; fp16 on CUDA only). Yields
+    ``{device type: Choice}``."""
     kinds = [torch.device(device).type] if device is not None else ["cpu"]
     if device is None and torch.cuda.is_available():
-        kinds.append("cuda")
+        kinds = ["cuda"] if normalize(precision) == "fp16" else [*kinds, "cuda"]
     choices = {kind: resolve(precision, kind) for kind in kinds}
     with contextlib.ExitStack() as stack:
         for choice in choices.values():
