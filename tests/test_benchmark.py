@@ -1,4 +1,4 @@
-"""The speed benchmark's smoke mode runs every row's code path (so the benchmark never rots)."""
+"""The speed benchmark's quick mode runs every row's code path in every default mode (so the benchmark never rots)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,31 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ROWS = ["encode", "decode", "generate+decode", "stage1_train", "generator_train"]
 
 
-def test_speed_benchmark_smoke(tmp_path):
+def test_speed_benchmark_quick(tmp_path):
     out = tmp_path / "speed.json"
     cmd = [
         sys.executable,
         str(ROOT / "benchmarks" / "speed.py"),
         "--device",
         "cpu",
-        "--preset",
-        "tiny",
-        "--runs",
-        "1",
-        "--warmup",
-        "1",
+        "--quick",
+        "--int8",
         "-o",
         str(out),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    results = json.loads(out.read_text())["results"]
-    assert [r["row"] for r in results] == ["encode", "decode", "generate+decode", "stage1_train", "generator_train"]
-    assert all(r["items_per_s"] > 0 and r["gflop_per_item"] > 0 for r in results)
+    report = json.loads(out.read_text())
+    assert report["threads"] >= 1 and report["cpu"] and report["auto"].startswith(("fp32 on cpu", "bf16 on cpu"))
+    results = report["results"]
+    assert [r["row"] for r in results if r["mode"] == "fp32"] == ROWS
+    assert [r["row"] for r in results if r["mode"] == "bf16"] == ROWS
+    assert [r["row"] for r in results if r["mode"] == "int8"] == ROWS[:3]  # inference only
+    assert all(r["items_per_s"] > 0 and r["speedup_vs_fp32"] > 0 for r in results)
+    assert all(r["speedup_vs_fp32"] == 1 for r in results if r["mode"] == "fp32")
 
 
 def test_stream_memory_benchmark_smoke(tmp_path):

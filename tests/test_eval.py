@@ -77,6 +77,7 @@ def test_recon_end_to_end(ws, capsys):
     assert not any("published" in w for w in report["warnings"])
     assert any("rFD-fmnist from 24 images (< 1,000)" in w for w in report["warnings"])
     assert any("IS-fmnist-cnn over 24 images is 10 splits of ~2" in w for w in report["warnings"])
+    assert protocol["precision"] == "fp32"  # the pinned protocol, whatever the CPU does well
     # the PSNR is the mean over images of the uint8-rounded reconstruction against the uint8-rounded original
     tokenizer = titok.load(ws / "tok")
     x = torch.stack([load_image(p, 32) for p in sorted((ws / "images").glob("[0-9]*.png"))])
@@ -148,6 +149,7 @@ def test_gen_end_to_end_with_export_and_cached_reference(ws, monkeypatch, capsys
     sampling = report["protocol"]["sampling"]
     defaults = titok.load(ws / "gen").config.sampling.to_dict()
     assert sampling == {**defaults, "num_sample_steps": 2} and report["protocol"]["seed"] == 42
+    assert report["protocol"]["precision"] == "fp32"
     assert any("not a multiple of the 10 classes" in w for w in report["warnings"])
     assert any("gFD-fmnist from 25 images" in w for w in report["warnings"])
     assert not any("published" in w for w in report["warnings"])

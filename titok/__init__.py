@@ -5,6 +5,8 @@
 >>> images = tokenizer.preprocess(["photo.jpg", "folder/"])  # or titok.load_images(paths or PIL images, 256)
 >>> codes = tokenizer.tokenize(images)            # (B, 3, 256, 256) in [0, 1] -> (B, 32) int64
 >>> images = tokenizer.detokenize(codes).clamp(0, 1)
+>>> with titok.autocast("auto"):                 # bf16 where the hardware computes it natively
+...     codes = tokenizer.tokenize(images)
 """
 
 import importlib
@@ -14,6 +16,7 @@ from typing import Any
 _LAZY = {
     "load": "titok.checkpoints",
     "load_images": "titok.data.images",
+    "autocast": "titok.precision",
     "DiagonalGaussian": "titok.quantizers",
     "QuantizerOutput": "titok.quantizers",
     **dict.fromkeys(
@@ -65,6 +68,7 @@ __all__ = [
     "UViTGenerator",
     "VQGANConfig",
     "ViTConfig",
+    "autocast",
     "create_model",
     "list_models",
     "load",

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from titok.precision import cpu_has_amx
+
 
 class Attention(nn.Module):
     """Multi-head self-attention over the whole sequence (no mask), scaled by ``1/sqrt(head_dim)``."""
@@ -29,8 +31,21 @@ class Attention(nn.Module):
         # (B, L, 3D) -> (3, B, heads, L, head_dim)
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         p = self.attn_dropout if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, heads, L, head_dim)
+        x = attention(q, k, v, p)  # (B, heads, L, head_dim)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``; bf16 inputs on a CPU without AMX are computed in float32, where torch's
+    CPU kernels are faster (bf16 attention measured 1.3-1.8x slower there in inference, 1.2-6x in training)."""
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not CPU_BF16_ATTENTION:
+        with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+
+
+CPU_BF16_ATTENTION = cpu_has_amx()  # read once: a constant under torch.compile
 
 
 class MLP(nn.Module):

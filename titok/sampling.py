@@ -126,15 +126,14 @@ def maskgit_decode(
         is_mask = ids == mask_token_id
         cfg = guidance_at(step, steps, s.guidance_scale, s.guidance_decay, s.guidance_scale_pow)
         if not conditional:
-            logits = tokens_to_logits(ids, drop_all)
-        elif cfg != 0:
-            cond, uncond = tokens_to_logits(torch.cat([ids, ids]), torch.cat([no_drop, drop_all])).chunk(2)
+            logits = tokens_to_logits(ids, drop_all).float()
+        elif cfg != 0:  # float32 from here on, whatever precision the model ran in
+            cond, uncond = tokens_to_logits(torch.cat([ids, ids]), torch.cat([no_drop, drop_all])).float().chunk(2)
             logits = guide(cond, uncond, cfg, s.guidance_decay)
         else:
-            logits = tokens_to_logits(ids, no_drop)
+            logits = tokens_to_logits(ids, no_drop).float()
         if s.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1 - ratio))
-        logits = logits.float()
         sampled = torch.where(is_mask, sample(logits, temperature, generator), ids)
         if step == steps - 1:
             return sampled

@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "device"):
             args.device = pick_device(args.device)
             configure_backends(args.device)
-        return int(args.run(args) or 0)
+        from titok.cli.precision import precision_scope
+
+        with precision_scope(args):
+            return int(args.run(args) or 0)
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT

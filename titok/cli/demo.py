@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from titok.cli.common import CommandError, check_output_file
+from titok.cli.precision import add_precision_argument
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=1000, help="test images to reconstruct (default 1000)")
     p.add_argument("--samples-per-class", type=int, default=50, help="default 50")
     p.add_argument("--seed", type=int, default=0)
+    add_precision_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(run=run_demo)
 

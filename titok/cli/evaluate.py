@@ -21,6 +21,7 @@ from titok.cli.common import (
     sampling_settings,
     torch,
 )
+from titok.cli.precision import add_precision_argument
 
 PROTOCOL = (
     "Images are converted to RGB, resized so that their shorter side is the tokenizer's resolution (bicubic, "
@@ -83,6 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_extractor(p)
     _add_json_output(p)
     add_common(p)
+    add_precision_argument(p, default="fp32")
     p.set_defaults(run=_leaving_the_group(run_recon))
 
     p = evsub.add_parser(
@@ -111,6 +113,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_json_output(p)
     p.set_defaults(batch_size=125)
     add_common(p)
+    add_precision_argument(p, default="fp32")
     p.set_defaults(run=_leaving_the_group(run_gen))
 
     p = evsub.add_parser(
@@ -204,7 +207,7 @@ def run_recon(args: argparse.Namespace) -> int:
         report = evaluate_reconstruction(tokenizer, dataset, extractor, options, described)
     except (FileNotFoundError, ValueError) as e:
         raise CommandError(str(e)) from None
-    report.protocol["tokenizer"] = args.weights or args.tokenizer
+    report.protocol.update(tokenizer=args.weights or args.tokenizer, precision=args.precision)
     return _finish(report, args)
 
 
@@ -240,6 +243,7 @@ def run_gen(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer_weights or args.tokenizer,
         generator=args.generator_weights or args.generator,
         ref=args.ref,
+        precision=args.precision,
     )
     return _finish(report, args)
 

@@ -20,6 +20,7 @@ from titok.cli.common import (
     sampling_settings,
     torch,
 )
+from titok.cli.precision import add_precision_argument
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     add_sampling_arguments(p)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_generate)
 
     p = sub.add_parser(
@@ -63,6 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=2)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_pretokenize)
 
 

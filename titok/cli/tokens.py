@@ -28,6 +28,7 @@ from titok.cli.common import (
     no_grad,
     torch,
 )
+from titok.cli.precision import add_precision_argument
 from titok.data.files import MAX_ASPECT_RATIO, find_images
 from titok.io import atomic_write, read_npz
 
@@ -47,7 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="the .npz to write: codes (B x N int64), files, model")
     p.add_argument("--batch-size", type=int, default=16)
+    _add_workers(p)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_tokenize)
 
     p = sub.add_parser("detokenize", help="codes (.npz) -> images", description="Decode codes into one PNG per row.")
@@ -56,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="folder for the PNGs")
     p.add_argument("--batch-size", type=int, default=16)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_detokenize)
 
     p = sub.add_parser(
@@ -73,7 +77,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="enlarge the pictures this many times, nearest neighbour (default: enough for 128 px; 1 for none)",
     )
     p.add_argument("--batch-size", type=int, default=16)
+    _add_workers(p)
     add_common(p)
+    add_precision_argument(p)
     p.set_defaults(run=run_reconstruct)
 
     p = sub.add_parser(
@@ -86,6 +92,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(run=run_info)
+
+
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes that read and resize images (default: none for a few batches, else up to 4)",
+    )
+
+
+def _workers(args: argparse.Namespace, count: int) -> int:
+    if args.workers is None:
+        return _images.default_workers(count, args.batch_size)
+    if args.workers < 0:
+        raise CommandError(f"--workers must be at least 0, got {args.workers}")
+    return args.workers
 
 
 def _tokenizer(args: argparse.Namespace):
@@ -145,7 +167,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     paths = _image_paths(args.images, failures)
     total = len(paths) + len(failures)
     rows, done = [], []
-    batches = _images.iter_image_batches(paths, model.image_size, args.batch_size, failures)
+    batches = _images.iter_image_batches(paths, model.image_size, args.batch_size, failures, _workers(args, len(paths)))
     with tqdm(total=len(paths), unit="img", desc="tokenize", disable=None) as bar:
         for batch in batches:
             rows.append(_encode(model, batch.images))
@@ -271,7 +293,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]] = []
     scores_db: list[float] = []
     for batch in tqdm(
-        _images.iter_image_batches(paths, model.image_size, args.batch_size, failures),
+        _images.iter_image_batches(paths, model.image_size, args.batch_size, failures, _workers(args, len(paths))),
         total=math.ceil(len(paths) / args.batch_size),
         unit="batch",
         desc="reconstruct",

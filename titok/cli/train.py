@@ -91,7 +91,26 @@ def run_recipe(args: argparse.Namespace) -> int:
         raise CommandError(f"{path.stem} needs an earlier run: " + "; ".join(missing))
     train = recipes()[recipe.recipe][1]
     _show_announcements()
+    _print_precision(recipe.train.mixed_precision)
     return _run(lambda: train(recipe, _resume(args)), Path(recipe.train.output_dir) / "final" / "model.safetensors")
+
+
+def _print_precision(mixed_precision: str) -> None:
+    """Say (once, from the first process) what ``train.mixed_precision`` means on this machine."""
+    import os
+    import sys
+
+    import torch
+
+    from titok.precision import accelerate_precision
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    try:
+        _, choice = accelerate_precision(mixed_precision, torch.cuda.is_available())
+    except ValueError:
+        return  # the run stops with the reason
+    print(f"precision: {choice} [train.mixed_precision={mixed_precision}]", file=sys.stderr)
 
 
 class _Stderr(logging.Handler):

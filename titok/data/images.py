@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
 
 from titok.data.files import IMAGE_EXTENSIONS, MAX_ASPECT_RATIO, file_kind, find_images
 from titok.io import atomic_write
@@ -211,23 +212,58 @@ class ImageBatch:
 
 
 def iter_image_batches(
-    paths: Sequence[Path], size: int, batch_size: int, failures: list[tuple[Path, str]]
+    paths: Sequence[Path], size: int, batch_size: int, failures: list[tuple[Path, str]], num_workers: int = 0
 ) -> Iterator[ImageBatch]:
-    """Batches of readable images; each unreadable file is logged, appended to ``failures`` and skipped."""
+    """Batches of readable images, in order; each unreadable file is logged, appended to ``failures`` and skipped.
+    With ``num_workers`` > 0, worker processes read and preprocess the files while the caller computes."""
     images: list[torch.Tensor] = []
     kept: list[Path] = []
-    for path in paths:
-        try:
-            images.append(load_image(path, size))
+    for path, image, error in _read_all(paths, size, batch_size, num_workers):
+        if image is None:
+            logger.warning("skipped: %s", error)
+            failures.append((path, error))
+        else:
+            images.append(image)
             kept.append(path)
-        except ValueError as e:
-            logger.warning("skipped: %s", e)
-            failures.append((path, str(e)))
         if len(images) == batch_size:
             yield ImageBatch(torch.stack(images), kept)
             images, kept = [], []
     if images:
         yield ImageBatch(torch.stack(images), kept)
+
+
+def default_workers(num_images: int, batch_size: int) -> int:
+    """Image-reading processes worth starting: none for a few batches, else up to 4 (at most the CPU count)."""
+    return 0 if num_images < 4 * batch_size else min(4, os.cpu_count() or 1)
+
+
+class ImageFiles(Dataset):
+    """Item i: (path, preprocessed image or None, the reason it could not be read or None)."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Path, torch.Tensor | None, str | None]:
+        path = self.paths[index]
+        try:
+            return path, load_image(path, self.size), None
+        except ValueError as e:
+            return path, None, str(e)
+
+
+def _read_all(
+    paths: Sequence[Path], size: int, batch_size: int, num_workers: int
+) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
+    files = ImageFiles(paths, size)
+    if num_workers <= 0:
+        yield from (files[i] for i in range(len(files)))
+        return
+    loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=list, prefetch_factor=2)
+    for chunk in loader:
+        yield from chunk
 
 
 def round_to_uint8(images: torch.Tensor) -> torch.Tensor:

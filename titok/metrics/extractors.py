@@ -89,7 +89,8 @@ class ModuleExtractor(FeatureExtractor):
 
     @torch.no_grad()
     def _run(self, images: torch.Tensor) -> Features:
-        out = self.module(images.to(self.device).float() / 255)
+        with torch.autocast(self.device.type, enabled=False):  # scores are computed in float32, whatever the caller's
+            out = self.module(images.to(self.device).float() / 255)
         features, logits = out if isinstance(out, tuple) else (out, None)
         if features.ndim != 2:
             raise ValueError(f"extractor {self.name} returned features of shape {tuple(features.shape)}, not (B, D)")
@@ -173,7 +174,8 @@ class InceptionExtractor(FeatureExtractor):
     def forward(self, images: torch.Tensor) -> Features:
         """uint8 images (B, 3, H, W) of any size -> pool features (B, 2048), logits_unbiased (B, 1008), float64."""
         self.check_input(images)
-        features, logits = self.net(images.to(self.device))
+        with torch.autocast(self.device.type, enabled=False):  # float64 inside, whatever the caller's precision
+            features, logits = self.net(images.to(self.device))
         return Features(features.double(), logits.double())
 
 

@@ -239,14 +239,14 @@ class TiTok(ImageTokenizer):
 
     @torch.no_grad()
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (B, k) int64, k <= N (a prefix) -> images (B, 3, S, S), raw decoder output (clamping is the
+        """Codes (B, k) int64, k <= N (a prefix) -> float32 images (B, 3, S, S), raw decoder output (clamping is the
         caller's)."""
         if self.quantizer is None:
             raise ValueError("this tokenizer is continuous (quantizer 'vae'): decode latents with decode()")
         codes = codes.to(self.device)
         if codes.ndim != 2 or not 1 <= codes.shape[1] <= self.num_tokens:
             raise ValueError(f"codes must have shape (B, k) with 1 <= k <= {self.num_tokens}, got {tuple(codes.shape)}")
-        return self.decode(self.quantizer.embed(codes))
+        return self.decode(self.quantizer.embed(codes)).float()
 
     def forward(
         self, images: torch.Tensor, generator: torch.Generator | None = None, keep: torch.Tensor | None = None

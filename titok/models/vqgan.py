@@ -52,6 +52,12 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
+def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last layout on the CPU, oneDNN's preferred one (the pixel decoder ran 1.2-1.5x faster in
+    it); unchanged elsewhere (not measured on GPUs yet). Convolutions, GroupNorm and SiLU keep the layout."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
 class ResnetBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, plus a skip.
 
@@ -100,7 +106,7 @@ class VQGANEncoder(nn.Module):
         self.conv_out = nn.Conv2d(chans[-1], cfg.z_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
+        x = self.conv_in(cpu_channels_last(x))
         for i, level in enumerate(self.down):
             for block in level.block:
                 x = block(x)
@@ -108,7 +114,7 @@ class VQGANEncoder(nn.Module):
                 x = F.avg_pool2d(x, 2)
         for block in self.mid:
             x = block(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()
 
 
 class _UpLevel(_Level):
@@ -135,7 +141,7 @@ class VQGANDecoder(nn.Module):
         self.conv_out = nn.Conv2d(chans[0], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(z)
+        x = self.conv_in(cpu_channels_last(z))
         for block in self.mid:
             x = block(x)
         for level in reversed(self.up):
@@ -143,7 +149,7 @@ class VQGANDecoder(nn.Module):
                 x = block(x)
             if level.upsample_conv is not None:
                 x = level.upsample_conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()
 
 
 @dataclass
@@ -195,7 +201,8 @@ class MaskGITVQGAN(ImageTokenizer):
         return self.decoder(z)
 
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.quantizer.embed(codes.to(self.device)))
+        """Codes (B, h*w) int64 -> float32 images (B, 3, H, W), raw (not clamped)."""
+        return self.decode(self.quantizer.embed(codes.to(self.device))).float()
 
     def forward(self, images: torch.Tensor) -> VQGANOutput:
         """Encode, quantize and decode, for training."""

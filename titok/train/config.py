@@ -50,7 +50,8 @@ class RunConfig(Config):
     max_steps: int = 1000
     batch_size: int = 32  # per process and micro-batch
     grad_accum: int = 1
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    # auto: bf16 on GPUs and CPUs that compute it natively (titok.precision), else fp32; "no" is fp32
+    mixed_precision: Literal["auto", "no", "fp32", "bf16", "fp16"] = "auto"
     ema_decay: float = 0.999  # 0: no EMA
     seed: int = 42
     log_every: int = 10

@@ -43,12 +43,14 @@ def _accelerator(run: RunConfig):
         from accelerate import Accelerator
     except ImportError:
         raise ImportError("training needs accelerate: pip install 'titok[train]'") from None
+    from titok.precision import accelerate_precision
+
     cuda = torch.cuda.is_available()
-    precision = run.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    if precision != "no" and not cuda:
-        raise TrainingError(f"train.mixed_precision={precision!r} needs a GPU; use 'no' (fp32) on the CPU")
+    try:
+        precision, choice = accelerate_precision(run.mixed_precision, cuda)
+    except ValueError as e:
+        raise TrainingError(f"train.mixed_precision={run.mixed_precision!r}: {e}") from None
+    logger.info("training precision: %s", choice)
     return Accelerator(mixed_precision=precision, cpu=not cuda, dynamo_backend="inductor" if run.compile else "no")
 
 
@@ -93,7 +95,9 @@ class Runtime:
         return self.accelerator.prepare(*objects)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
-        return self.accelerator.unwrap_model(model)
+        """The model itself: without DDP and without ``torch.compile``'s wrapper (``train.compile``), whose
+        parameter names carry an ``_orig_mod.`` prefix that the EMA and the exported weights must not have."""
+        return self.accelerator.unwrap_model(model, keep_torch_compile=False)
 
     def batches(self, dataset: Dataset, collate: Callable | None = None) -> Iterator[Any]:
         """Micro-batches of ``batch_size`` in the deterministic order (see :class:`DataOrder`), from where the
