@@ -205,7 +205,8 @@ def test_detokenize_explains_bad_files(ws, tmp_path, capsys, make, message):
     capsys.readouterr()
     assert _in_time(lambda: main(["detokenize", str(ws / "model"), str(path), "-o", str(tmp_path / "out")])) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {path}") or err.startswith(f"error: cannot read {path}")
+    last = err.splitlines()[-1]  # after the precision line the command prints first
+    assert last.startswith(f"error: {path}") or last.startswith(f"error: cannot read {path}")
     assert message in err and "latents must have shape" not in err and "pickled" not in err
     assert "Traceback" not in err
 
