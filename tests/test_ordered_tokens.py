@@ -66,10 +66,11 @@ def test_a_model_not_trained_for_prefixes_says_so():
     images = torch.rand(1, 3, 32, 32)
     with pytest.warns(UserWarning, match="not trained with tail drops"):
         model.tokenize(images, num_tokens=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         model.tokenize(images)  # all tokens: no warning
-        _model(ordered=True).tokenize(images, num_tokens=2)
+        _model(ordered=True).tokenize(images, num_tokens=2)  # trained for prefixes: no warning
+    assert not [w for w in caught if "tail drops" in str(w.message)]
 
 
 def test_forward_with_kept_lengths_matches_decoding_the_prefix():
@@ -79,7 +80,7 @@ def test_forward_with_kept_lengths_matches_decoding_the_prefix():
     out = model(images, keep=keep)
     codes = model.tokenize(images)
     for i, k in enumerate(keep.tolist()):
-        torch.testing.assert_close(out.decoded[i : i + 1], model.detokenize(codes[i : i + 1, :k]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.decoded[i : i + 1], model.detokenize(codes[i : i + 1, :k]), atol=1e-4, rtol=1e-4)
     cut = _model(ordered=True)
     with pytest.raises(ValueError, match="one number of tokens per batch"):
         cut(images, keep=keep)
