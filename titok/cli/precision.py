@@ -25,14 +25,14 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: str = "auto
 def precision_scope(args: argparse.Namespace) -> Iterator[None]:
     """Run a command in the precision ``args.precision`` asks for on ``args.device`` (the CPU if it has none):
     print the choice to stderr and replace ``args.precision`` by the concrete one (fp32, bf16, fp16)."""
+    if getattr(args, "precision", None) is None:
+        yield
+        return
     import torch
 
     from titok.cli.common import CommandError
     from titok.precision import resolve
 
-    if getattr(args, "precision", None) is None:
-        yield
-        return
     try:
         choice = resolve(args.precision, getattr(args, "device", None) or torch.device("cpu"))
     except ValueError as e:
