@@ -172,6 +172,8 @@ def test_the_cli_prints_its_precision_and_refuses_fp16_on_the_cpu(tmp_path, caps
     assert main([*args, "--precision", "fp32"]) == 0 and "precision: fp32 on cpu (asked)" in capsys.readouterr().err
     assert main([*args, "--precision", "fp16", "--device", "cpu"]) == 2
     assert "--precision fp16: precision 'fp16' needs a CUDA GPU" in capsys.readouterr().err
+    assert main([*args, "--workers", "2"]) == 0  # images read in worker processes
+    assert main([*args, "--workers", "-1"]) == 2 and "--workers must be at least 0, got -1" in capsys.readouterr().err
 
 
 def test_image_batches_read_in_workers_match_the_serial_ones(tmp_path):
