@@ -70,7 +70,9 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
     assert "| vq_clustering | codebook.clustering=true | 1.50M | 32 | 2.000 |" in text
     assert "This does not reproduce the paper's finding." in text  # single-stage won in these numbers
     assert "every doubling of the tokens: **reproduced** (tokens4 → tokens8: 2.500 → 1.250, as expected" in text
-    assert "With model size at 16 tokens: **reproduced** (sizeXS_tokens16 → tokens16: 1.000 → 0.625, as expected" in text
+    assert (
+        "With model size at 16 tokens: **reproduced** (sizeXS_tokens16 → tokens16: 1.000 → 0.625, as expected" in text
+    )
     assert (
         "64 tokens: 1-D 0.156, 2-D 0.300, **reproduced**; 16 tokens: 1-D 0.625, 2-D 0.500, **not reproduced**" in text
     )
