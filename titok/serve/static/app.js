@@ -274,7 +274,7 @@ function drawStep(step) {
       { className: "strip", title: "kept tokens (dark) and masked ones" },
       [...step.kept[i]].map((flag) => element("span", { className: flag === "1" ? "kept" : "" })),
     );
-    return element("figure", {}, [element("img", { src: source, className: "pixels step", alt: "" }), strip]);
+    return element("figure", {}, [element("img", { src: source, className: "pixels", alt: "" }), strip]);
   });
   const row = element("div", { className: "step" }, [title, element("div", { className: "samples" }, cells)]);
   row.dataset.step = String(step.step);
