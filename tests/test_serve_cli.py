@@ -36,7 +36,8 @@ def test_serve_says_where_it_listens_serves_the_shipped_models_and_stops_on_ctrl
         lines = [process.stdout.readline() for _ in range(2)]
         found = re.search(r"listening on (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\)", lines[1])
         assert found, lines
-        assert "the shipped Fashion-MNIST tokenizer and the shipped Fashion-MNIST generator" in lines[0]
+        shipped = "the shipped Fashion-MNIST model"
+        assert lines[0] == f"tokenizer: {shipped}; generator: {shipped}; precision: fp32 on cpu (asked)\n"
         info = httpx.get(found.group(1) + "api/info", timeout=30).json()
         assert info["generator"]["classes"] == list(FASHION_MNIST_CLASSES)
         assert info["tokenizer"]["num_tokens"] == 32 and info["precision"].startswith("fp32")

@@ -51,7 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"titok serve: {engine.names[0]} and {engine.names[1] or 'no generator'}, precision {engine.precision}")
+    print(f"tokenizer: {engine.names[0]}; generator: {engine.names[1] or 'none'}; precision: {engine.precision}")
     print(f"listening on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
     if not _is_loopback(host):
         print(f"warning: {host} is reachable from other machines; use --host 127.0.0.1 to keep it local")
@@ -68,10 +68,8 @@ def _engine(args: argparse.Namespace):
     generator_spec = args.generator or (None if args.tokenizer else str(GENERATOR))
     tokenizer = load_model(tokenizer_spec, None, args.device)
     generator = load_model(generator_spec, None, args.device) if generator_spec else None
-    names = (
-        args.tokenizer or "the shipped Fashion-MNIST tokenizer",
-        args.generator or ("" if args.tokenizer else "the shipped Fashion-MNIST generator"),
-    )
+    shipped = "the shipped Fashion-MNIST model"
+    names = (args.tokenizer or shipped, args.generator or ("" if args.tokenizer else shipped))
     try:
         return Engine(
             tokenizer,

@@ -313,8 +313,8 @@ async function start() {
     return;
   }
   const { tokenizer, generator, precision } = state.info;
-  const names = [`tokenizer ${tokenizer.name}`, generator ? `generator ${generator.name}` : "no generator"];
-  $("models").textContent = `${names.join(", ")}; ${precision}`;
+  const generatorName = generator ? generator.name : "none";
+  $("models").textContent = `tokenizer: ${tokenizer.name} · generator: ${generatorName} · precision: ${precision}`;
   setUpTokenize();
   setUpGenerate();
   document.body.dataset.ready = "1";
