@@ -114,6 +114,23 @@ def test_an_upload_is_read_as_the_cli_reads_its_file(tiny, tiny_models, tmp_path
         assert codes == cli["codes"][0].tolist()
 
 
+@pytest.mark.parametrize("precision,enabled", [("fp32", False), ("bf16", True)])
+def test_the_work_runs_in_the_chosen_precision_on_the_worker_thread(tiny_models, precision, enabled):
+    """torch's autocast is per thread: the worker enters it itself, around each call."""
+    import asyncio
+
+    from titok.precision import resolve
+    from titok.serve.worker import Worker
+
+    engine = Engine(titok.load(tiny_models[0]), precision=resolve(precision, "cpu"))
+    worker = Worker(engine.scope)
+    try:
+        state = asyncio.run(worker.run(lambda: (torch.is_autocast_enabled("cpu"), torch.is_grad_enabled())))
+    finally:
+        worker.close()
+    assert state == (enabled, False)
+
+
 def test_generate_gives_the_codes_and_samples_of_titok_generate(shipped, tmp_path):
     sampling = {"num_sample_steps": 6, "guidance_scale": 2.5, "randomize_temperature": 1.5, "mask_schedule": "cosine"}
     request = {"label": 3, "num_samples": 4, "seed": 7, "sampling": sampling}
