@@ -95,6 +95,7 @@ def test_usage_errors_are_status_2():
         (["reconstruct", "MODEL", "IMAGES", "-o", "FILE/sub"], "FILE is not a folder"),
         (["generate", "MODEL", "MODEL", "-o", "DIR"], "-o DIR is a folder"),
         (["generate", "MODEL", "MODEL", "--out-dir", "FILE"], "--out-dir FILE exists and is not a folder"),
+        (["generate", "MODEL", "MODEL", "--codes", "DIR"], "--codes DIR is a folder"),
         (["pretokenize", "MODEL", "IMAGES", "-o", "FILE"], "-o FILE exists and is not a folder"),
         (["eval", "recon", "MODEL", "IMAGES", "-o", "DIR"], "-o DIR is a folder"),
         (["eval", "gen", "MODEL", "MODEL", "--ref", "x.npz", "-o", "DIR"], "-o DIR is a folder"),

@@ -301,6 +301,23 @@ def test_generate_cli_writes_a_grid(tmp_path, capsys):
     assert "codes of 16" in capsys.readouterr().err
 
 
+def test_generate_cli_writes_the_codes_that_detokenize_to_its_samples(tmp_path):
+    build("titok_pixels_vq").save_pretrained(tmp_path / "tok")
+    titok.models.build_model(titok.GeneratorConfig(**{**MODEL, "codebook_size": 32})).save_pretrained(tmp_path / "gen")
+    tok, gen, codes, pngs = (str(tmp_path / x) for x in ("tok", "gen", "codes.npz", "pngs"))
+    options = ["--classes", "2,0", "--per-class", "2", "--steps", "3", "--device", "cpu", "--precision", "fp32"]
+    assert main(["generate", tok, gen, "--codes", codes, "--out-dir", pngs, *options]) == 0
+    with np.load(codes) as data:
+        assert data["codes"].shape == (4, 4) and data["codes"].dtype == np.int64
+        assert data["labels"].tolist() == [2, 2, 0, 0] and str(data["model"]) == tok
+    assert main(["detokenize", tok, codes, "-o", str(tmp_path / "decoded"), "--precision", "fp32"]) == 0
+    for sample, decoded in zip(sorted(Path(pngs).glob("*.png")), sorted((tmp_path / "decoded").glob("*.png"))):
+        assert np.array_equal(np.asarray(Image.open(sample)), np.asarray(Image.open(decoded)))
+    assert main(["generate", tok, gen, "--unconditional", "3", "--codes", codes, *options[4:]]) == 0
+    with np.load(codes) as data:
+        assert data["codes"].shape == (3, 4) and data["labels"].tolist() == [-1, -1, -1]
+
+
 def test_pretokenize_two_processes_equal_one(tmp_path):
     build("titok_pixels_vq").save_pretrained(tmp_path / "tok")
     common = [

@@ -25,3 +25,4 @@ def test_ci_runs_the_readme_commands():
     assert len(commands) == 2, commands
     for command in commands:
         assert command in ci
+    assert "apt-get install -y -qq chromium chromium-driver" in ci  # for the browser tests of titok serve

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from refcases import cases, outputs, write_reference_folder
-from tiny import build
+from tiny import TINY_CONFIGS, build
 
 import titok
 from titok.sampling import MASK_SCHEDULES, SamplingConfig, guidance_at, mask_ratio, maskgit_decode
@@ -102,6 +102,27 @@ def test_same_seed_same_samples_other_seed_other_samples():
     b = model.generate(labels, randomize_temperature=2.0, generator=torch.Generator().manual_seed(7))
     c = model.generate(labels, randomize_temperature=2.0, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_the_step_callback_watches_without_changing_the_samples():
+    torch.manual_seed(0)
+    model = titok.models.build_model(TINY_CONFIGS["bert"].replace(num_tokens=16)).eval()
+    labels, mask = torch.tensor([0, 2, 1]), model.mask_token_id
+    settings = {"num_sample_steps": 5, "randomize_temperature": 2.0}
+    plain = model.generate(labels, generator=torch.Generator().manual_seed(3), **settings)
+    seen = []
+    watched = model.generate(
+        labels, generator=torch.Generator().manual_seed(3), on_step=lambda *a: seen.append(a), **settings
+    )
+    assert torch.equal(plain, watched)
+    assert [step for step, _, _ in seen] == list(range(5))
+    masked = [int((codes == mask).sum()) for _, codes, _ in seen]
+    assert masked == sorted(masked, reverse=True) and 0 < masked[0] < 48 and masked[-1] == 0
+    for _, codes, sampled in seen:  # a code once kept stays; the guess fills exactly the masked positions
+        kept = codes != mask
+        assert torch.equal(codes[kept], plain[kept]) and torch.equal(sampled[kept], codes[kept])
+        assert ((sampled >= 0) & (sampled < model.codebook_size)).all()
+    assert torch.equal(seen[-1][1], plain) and torch.equal(seen[-1][2], plain)
 
 
 def test_unconditional_samples():

@@ -28,7 +28,8 @@ def _imported(argv: list[str]) -> str:
 
 def test_help_imports_no_torch():
     assert _imported(["--help"]) == "IMPORTED []"
-    for argv in (["tokenize", "--help"], ["eval", "gen", "--help"], ["train", "--list"], ["export", "--help"]):
+    commands = (["tokenize", "--help"], ["eval", "gen", "--help"], ["train", "--list"], ["export", "--help"])
+    for argv in (*commands, ["serve", "--help"]):
         assert _imported(argv) == "IMPORTED []", argv
 
 

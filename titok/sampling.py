@@ -19,6 +19,10 @@ import torch
 from titok.config import Config
 
 TokensToLogits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# ``on_step(step, codes, sampled)`` after each step (0-based): ``codes`` (B, N) the codes kept so far with the
+# still-masked positions set to the mask id, ``sampled`` (B, N) this step's guess at every position (the kept codes
+# and a sample at each masked one). Both are copies; after the last step nothing is masked and they are equal.
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 # Fraction of tokens still masked after a fraction t of the steps (t in [0, 1]): 1 at t = 0, 0 at t = 1.
 MASK_SCHEDULES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -110,10 +114,12 @@ def maskgit_decode(
     settings: SamplingConfig,
     device: torch.device,
     generator: torch.Generator | None = None,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run MaskGIT decoding; returns codes (B, N) int64 with no masked position left.
 
-    ``conditional=False`` samples without classes (every row unconditional, no guidance).
+    ``conditional=False`` samples without classes (every row unconditional, no guidance). ``on_step`` (see
+    :data:`StepCallback`) watches the decoding, e.g. to draw it; it changes nothing in it.
     """
     s = settings
     steps, n = s.num_sample_steps, num_tokens
@@ -136,6 +142,8 @@ def maskgit_decode(
             logits = logits / (0.5 + 0.8 * (1 - ratio))
         sampled = torch.where(is_mask, sample(logits, temperature, generator), ids)
         if step == steps - 1:
+            if on_step is not None:
+                on_step(step, sampled.clone(), sampled.clone())
             return sampled
         confidence = logits.gather(-1, sampled[..., None])[..., 0]
         confidence = torch.where(is_mask, confidence, torch.full_like(confidence, math.inf))
@@ -147,4 +155,6 @@ def maskgit_decode(
         mask_len = (is_mask[:1].sum(-1, keepdim=True) - 1).clamp(max=target).clamp(min=1)  # (1, 1)
         threshold = confidence.sort(-1).values.gather(-1, (mask_len - 1).expand(batch_size, 1))
         ids = torch.where(confidence <= threshold, torch.full_like(sampled, mask_token_id), sampled)
+        if on_step is not None:
+            on_step(step, ids.clone(), sampled.clone())
     return ids

@@ -38,6 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="the grid PNG to write: one labelled row per class")
     p.add_argument("--out-dir", help="also write one PNG per sample here (at the model's resolution)")
     p.add_argument(
+        "--codes", metavar="NPZ", help="also write the sampled codes (B x N int64) and labels here, for detokenize"
+    )
+    p.add_argument(
         "--scale",
         type=int,
         help="enlarge the grid's images this many times, nearest neighbour (default: enough for 128 px; 1 for none)",
@@ -92,10 +95,11 @@ def run_generate(args: argparse.Namespace) -> int:
     from titok.data.images import save_png, to_uint8
     from titok.models import ImageTokenizer, MaskedGenerator
 
-    if not args.output and not args.out_dir:
-        raise CommandError("say where to write: -o GRID.png and/or --out-dir DIR")
+    if not args.output and not args.out_dir and not args.codes:
+        raise CommandError("say where to write: -o GRID.png, --out-dir DIR and/or --codes CODES.npz")
     check_output_file(args.output, "-o")
     check_output_dir(args.out_dir, "--out-dir")
+    check_output_file(args.codes, "--codes")
     tokenizer = load_model(args.tokenizer, args.tokenizer_weights, args.device)
     generator = load_model(args.generator, args.generator_weights, args.device)
     if not isinstance(tokenizer, ImageTokenizer) or not isinstance(generator, MaskedGenerator):
@@ -110,14 +114,16 @@ def run_generate(args: argparse.Namespace) -> int:
     total = args.unconditional if labels is None else len(labels)
     settings = sampling_settings(args, generator.config.sampling)
     rng = torch.Generator(args.device).manual_seed(args.seed)
-    images, start = [], time.perf_counter()
+    images, codes, start = [], [], time.perf_counter()
     for lo in tqdm(range(0, total, args.batch_size), unit="batch", desc="generate", disable=None):
         n = min(args.batch_size, total - lo)
         batch_labels = None if labels is None else labels[lo : lo + n]
-        codes = generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng)
-        images.append(tokenizer.detokenize(codes).clamp(0, 1).float().cpu())
+        codes.append(generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng))
+        images.append(tokenizer.detokenize(codes[-1]).clamp(0, 1).float().cpu())
     elapsed = time.perf_counter() - start
     images_t = torch.cat(images)
+    if args.codes:
+        _write_codes(args.codes, torch.cat(codes), labels, args.tokenizer)
     if args.out_dir:
         for i, image in enumerate(to_uint8(images_t)):
             tag = "" if labels is None else f"_class{int(labels[i])}"
@@ -126,8 +132,25 @@ def run_generate(args: argparse.Namespace) -> int:
         _write_grid(args.output, images_t, labels, args.per_class, scale)
     print(f"{total} sample(s) in {elapsed:.2f} s ({total / elapsed:.1f} samples/s), seed {args.seed}")
     print("sampling: " + ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()))
-    print("wrote " + " and ".join(x for x in (args.output, args.out_dir) if x))
+    print("wrote " + " and ".join(x for x in (args.output, args.out_dir, args.codes) if x))
     return 0
+
+
+def _write_codes(path: str, codes: torch.Tensor, labels: torch.Tensor | None, tokenizer: str) -> None:
+    """The samples' codes as ``titok tokenize`` writes them (``codes``, ``model``), with their ``labels`` (-1:
+    unconditional)."""
+    import numpy as np
+
+    from titok.io import atomic_write
+
+    classes = np.full(len(codes), -1, dtype=np.int64) if labels is None else labels.numpy().astype(np.int64)
+    arrays = {"codes": codes.cpu().numpy().astype(np.int64), "labels": classes, "model": np.array(tokenizer)}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 def _write_grid(out: str, images: torch.Tensor, labels: torch.Tensor | None, per_class: int, scale: int) -> None:

@@ -22,7 +22,7 @@ from titok.config import Config
 from titok.layers import Block, BlockStack, PostNormBlock, run_block
 from titok.models.base import TitokModel, architecture
 from titok.quantizers import check_codes
-from titok.sampling import SamplingConfig, maskgit_decode
+from titok.sampling import SamplingConfig, StepCallback, maskgit_decode
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class MaskedGenerator(TitokModel):
         num_samples: int | None = None,
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
+        on_step: StepCallback | None = None,
         **overrides: Any,
     ) -> torch.Tensor:
         """Sample codes (B, N) int64 for class ids ``labels`` (B,), or ``num_samples`` unconditional ones.
@@ -121,7 +122,9 @@ class MaskedGenerator(TitokModel):
         ``sampling`` (default: ``config.sampling``, the released settings for the released generators) with
         ``overrides`` of its fields under the reference's keyword names (``num_sample_steps``, ``guidance_scale``,
         ``guidance_decay``, ``guidance_scale_pow``, ``randomize_temperature``, ``softmax_temperature_annealing``,
-        ``mask_schedule``; None keeps the setting). Call it in eval mode.
+        ``mask_schedule``; None keeps the setting). ``on_step(step, codes, sampled)`` is called after each step
+        with the partly decoded codes (:data:`titok.sampling.StepCallback`); it does not change the result. Call it
+        in eval mode.
         """
         settings = _settings(sampling or self.config.sampling, overrides)
         batch = _batch_size(labels, num_samples)
@@ -141,6 +144,7 @@ class MaskedGenerator(TitokModel):
             settings=settings,
             device=self.device,
             generator=generator,
+            on_step=on_step,
         )
 
 
