@@ -63,12 +63,12 @@ def test_help_lists_the_exit_codes():
 
 
 def test_an_unexpected_failure_is_one_line_and_status_3(ws, monkeypatch, capsys):
-    import titok.cli.tokens
+    import titok.cli.info
 
     def broken(model):
         raise RuntimeError("something inside broke\nsecond line")
 
-    monkeypatch.setattr(titok.cli.tokens, "describe", broken)
+    monkeypatch.setattr(titok.cli.info, "describe", broken)
     assert main(["info", str(ws / "model")]) == 3
     err = capsys.readouterr().err
     assert err == "error: unexpected failure: RuntimeError: something inside broke (run with -v for the traceback)\n"

@@ -23,7 +23,7 @@ logger = logging.getLogger("titok")
 
 def build_parser() -> argparse.ArgumentParser:
     from titok import __version__
-    from titok.cli import demo, evaluate, export, generate, tokens, train
+    from titok.cli import demo, evaluate, export, generate, info, tokens, train
 
     parser = argparse.ArgumentParser(
         prog="titok",
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, tokens, generate, train, evaluate, export):
+    for module in (demo, tokens, info, generate, train, evaluate, export):
         module.add_parsers(sub)
     _finish_parsers(parser)
     return parser
