@@ -195,7 +195,7 @@ def _truncated(source: Path, path: Path) -> None:
         (lambda p, c: np.savez(p, codes=np.full((1, 4), 32)), "code 32 is out of range; this model's codes lie in"),
         (lambda p, c: np.savez(p, codes=np.full((1, 4), -1, np.int8)), "code -1 is out of range"),
         (lambda p, c: np.savez(p, codes=np.zeros((1, 4), bool)), "'codes' are bool, but codes are integers"),
-        (lambda p, c: np.savez(p, codes=np.zeros((1, 2, 4), np.int64)), "holds codes (1, 2, 4); this model reads"),
+        (lambda p, c: np.savez(p, codes=np.zeros((1, 2, 4), np.int64)), "holds codes (1, 2, 4); expected (B, K)"),
         (lambda p, c: os.mkfifo(p), "is not a regular file"),
     ],
 )
