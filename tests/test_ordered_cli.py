@@ -94,6 +94,18 @@ def test_bad_quality_options(ws, tmp_path, capsys, options, message):
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_candidates_without_quality_is_an_error(ws, tmp_path, capsys):
+    assert _run("tokenize", ws / "ordered", ws / "images", "--candidates", "pow2", "-o", tmp_path / "x.npz") == 2
+    assert "--candidates pow2 sets the lengths --quality tries; give --quality too" in capsys.readouterr().err
+
+
+def test_info_says_whether_a_model_is_ordered(ws, capsys):
+    assert main(["info", str(ws / "ordered")]) == 0
+    assert "yes: any prefix of the tokens decodes (tail cut)" in capsys.readouterr().out
+    assert main(["info", str(ws / "grid")]) == 0
+    assert "ordered              no" in capsys.readouterr().out
+
+
 def test_tokens_and_quality_together_are_a_usage_error(ws, tmp_path):
     with pytest.raises(SystemExit):
         _run("tokenize", ws / "ordered", ws / "images", "--tokens", 2, "--quality", "psnr=3", "-o", tmp_path / "x.npz")

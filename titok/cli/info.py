@@ -36,6 +36,7 @@ def describe(model) -> dict:
             encoder=f"ViT width {cfg.encoder.width}, {cfg.encoder.depth} layers, {cfg.encoder.num_heads} heads",
             decoder=f"ViT width {cfg.decoder.width}, {cfg.decoder.depth} layers, {cfg.decoder.num_heads} heads",
             head=cfg.head,
+            ordered=f"yes: any prefix of the tokens decodes (tail {cfg.tail})" if cfg.ordered else "no",
             encoder_parameters=sum(p.numel() for p in model.encoder.parameters()),
             decoder_parameters=sum(p.numel() for p in model.decoder.parameters())
             + sum(p.numel() for p in model.head.parameters()),
@@ -58,6 +59,7 @@ def describe(model) -> dict:
             tokens=cfg.num_tokens,
             codebook_size=cfg.codebook_size,
             num_classes=cfg.num_classes,
+            ordered="yes: trained on prefixes of the codes" if cfg.ordered else "no",
             sampling=cfg.sampling.to_dict(),
         )
     else:

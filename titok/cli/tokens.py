@@ -133,6 +133,8 @@ def _quality(args: argparse.Namespace, model):
     from titok.models.adaptive import Quality, candidate_lengths
 
     if args.quality is None:
+        if args.candidates != "all":
+            raise CommandError(f"--candidates {args.candidates} sets the lengths --quality tries; give --quality too")
         return None, None
     if not _decodes_prefixes(model) or model.codebook_size is None:
         raise CommandError(f"--quality needs a 1-D TiTok tokenizer with codes; {args.model} is not one")
