@@ -171,12 +171,12 @@ def generation(tokenizer, generator, extractor, num: int, batch_size: int) -> li
     return out
 
 
-def adaptive(tokenizer, scorer: Scorer, batch_size: int) -> list[dict]:
+def adaptive(tokenizer, scorer: Scorer, targets: list[float], batch_size: int) -> list[dict]:
     """Mean length and bytes that ``tokenize(quality=psnr>=T)`` picks, and the share that met T, per target."""
     import torch
 
     out = []
-    for target in PSNR_TARGETS:
+    for target in targets:
         picked = [tokenizer.tokenize(b, quality={"psnr": target}) for b in scorer.images.split(batch_size)]
         lengths = torch.cat([p.lengths for p in picked]).double()
         met = torch.cat([p.met for p in picked]).double()
@@ -233,7 +233,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             results["generation"][name] = generation(tokenizers[name], gen, scorer.extractor, args.gen_num, 250)
             results["generation"][name] = {"path": path, "points": results["generation"][name]}
     results["settings"]["gen_samples"] = args.gen_num if results["generation"] else 0
-    results["adaptive"] = adaptive(tokenizers["ordered"], scorer, args.batch_size)
+    targets = [float(t) for t in args.psnr_targets.split(",")]
+    results["adaptive"] = adaptive(tokenizers["ordered"], scorer, targets, args.batch_size)
     results["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fixed-generator", help="a generator over the fixed tokenizer's codes")
     p.add_argument("--num", type=int, default=10_000, help="test images to score (the first NUM; default all)")
     p.add_argument("--gen-num", type=int, default=10_000, help="samples per length for gFD-fmnist")
+    p.add_argument("--psnr-targets", default=",".join(map(str, PSNR_TARGETS)), help="adaptive length's targets, dB")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--results", default=str(RESULTS), help="the results JSON (evaluate writes it, report reads it)")

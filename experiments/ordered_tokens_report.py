@@ -173,7 +173,7 @@ def adaptive_section(results: dict) -> list[str]:
     out = ["## Adaptive length", ""]
     out += [
         "`tokenize(images, quality={'psnr': T})` with the ordered tokenizer: per image the fewest codes (of 1..N) "
-        "whose reconstruction reaches T dB; images that reach it with no length keep all N.",
+        "whose reconstruction reaches T dB; an image that no length brings to T keeps all N.",
         "",
     ]
     rows = [[_fmt(a["psnr"], 1), _fmt(a["mean_k"]), _fmt(a["bytes"], 1), _fmt(100 * a["met"], 1)]
