@@ -51,9 +51,10 @@ def _smallest_passing(scores: torch.Tensor, target: float, ks: list[int], higher
     return [next((k for k in ks if passing[k - 1, i]), None) for i in range(scores.shape[1])]
 
 
+@pytest.mark.parametrize("batch_size", [5, 64])  # 64: a learned tail decodes every length in one call
 @pytest.mark.parametrize("tail", ["cut", "learned"])
 @pytest.mark.parametrize("candidates", ["all", "pow2", [2, 3, 7]])
-def test_quality_picks_the_smallest_passing_length(tail, candidates):
+def test_quality_picks_the_smallest_passing_length(tail, candidates, batch_size):
     model = _model(tail=tail)
     images = torch.rand(7, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     scores = _brute(model, images, psnr)
@@ -64,7 +65,7 @@ def test_quality_picks_the_smallest_passing_length(tail, candidates):
         for t in _targets_between(scores)
         if None in (e := _smallest_passing(scores, t, ks)) and len(set(e) - {None}) > 1
     )
-    out = model.tokenize(images, quality=Quality(psnr=target), candidates=candidates, batch_size=5)
+    out = model.tokenize(images, quality=Quality(psnr=target), candidates=candidates, batch_size=batch_size)
     assert out.lengths.tolist() == [e or ks[-1] for e in expected]
     assert out.met.tolist() == [e is not None for e in expected]
     picked = scores[out.lengths - 1, torch.arange(7)]

@@ -173,18 +173,21 @@ def tokenize_adaptive(
     b = len(full)
     lengths, met = torch.full((b,), ks[-1], dtype=torch.long), torch.zeros(b, dtype=torch.bool)
     scores = {name: torch.full((b,), math.nan, dtype=torch.float64) for name in quality.targets()}
-    todo = torch.arange(b)
+    todo = torch.arange(b)  # the images that no length tried so far brought to the target
     while len(todo) and ks:
         group, ks = _take(ks, len(todo), batch_size, model.config.tail)
+        alive = torch.ones(len(todo), dtype=torch.bool)  # of todo: not yet passed at a length of this group
         for k, recon in zip(group, _decode_lengths(model, full[todo], group, batch_size)):
-            passed, got = scorer(recon, images[todo])
-            last = k == group[-1] and not ks
+            rows = alive.nonzero()[:, 0]
+            passed, got = scorer(recon[rows.to(recon.device)], images[todo[rows]])
+            keep = passed | (k == group[-1] and not ks)  # scores to report: the picked length's, or the last one's
             for name, values in got.items():
-                scores[name][todo[passed | last]] = values[passed | last]
-            lengths[todo[passed]], met[todo[passed]] = k, True
-            todo = todo[~passed]
-            if not len(todo):
+                scores[name][todo[rows[keep]]] = values[keep]
+            lengths[todo[rows[passed]]], met[todo[rows[passed]]] = k, True
+            alive[rows[passed]] = False
+            if not alive.any():
                 break
+        todo = todo[alive]
     width = int(lengths.max()) if b else n
     codes = full[:, :width].clone()
     codes[torch.arange(width, device=codes.device) >= lengths.to(codes.device)[:, None]] = PAD
