@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 from test_generator_training import MODEL, losses, recipe_file, rule_tokens  # noqa: F401 (a fixture)
-from tiny import TINY_CONFIGS, build
+from tiny import TINY_CONFIGS
 
 import titok
 from titok.cli import main
@@ -141,7 +141,7 @@ def test_an_ordered_generator_trains_and_samples_prefixes(rule_tokens, tmp_path)
 
 
 def test_generate_cli_tokens(tmp_path, capsys):
-    build("titok_pixels_vq").save_pretrained(tmp_path / "tok")
+    titok.models.build_model(TINY_CONFIGS["titok_pixels_vq"].replace(ordered=True)).save_pretrained(tmp_path / "tok")
     gen = titok.models.build_model(GeneratorConfig(**{**MODEL, "codebook_size": 32, "ordered": True}))
     gen.save_pretrained(tmp_path / "gen")
     args = ["generate", str(tmp_path / "tok"), str(tmp_path / "gen"), "--classes", "1", "--steps", "2"]
