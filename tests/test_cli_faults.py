@@ -63,12 +63,12 @@ def test_help_lists_the_exit_codes():
 
 
 def test_an_unexpected_failure_is_one_line_and_status_3(ws, monkeypatch, capsys):
-    import titok.cli.tokens
+    import titok.cli.info
 
     def broken(model):
         raise RuntimeError("something inside broke\nsecond line")
 
-    monkeypatch.setattr(titok.cli.tokens, "describe", broken)
+    monkeypatch.setattr(titok.cli.info, "describe", broken)
     assert main(["info", str(ws / "model")]) == 3
     err = capsys.readouterr().err
     assert err == "error: unexpected failure: RuntimeError: something inside broke (run with -v for the traceback)\n"
@@ -196,7 +196,7 @@ def _truncated(source: Path, path: Path) -> None:
         (lambda p, c: np.savez(p, codes=np.full((1, 4), 32)), "code 32 is out of range; this model's codes lie in"),
         (lambda p, c: np.savez(p, codes=np.full((1, 4), -1, np.int8)), "code -1 is out of range"),
         (lambda p, c: np.savez(p, codes=np.zeros((1, 4), bool)), "'codes' are bool, but codes are integers"),
-        (lambda p, c: np.savez(p, codes=np.zeros((1, 2, 4), np.int64)), "holds codes (1, 2, 4); this model reads"),
+        (lambda p, c: np.savez(p, codes=np.zeros((1, 2, 4), np.int64)), "holds codes (1, 2, 4); expected (B, K)"),
         (lambda p, c: os.mkfifo(p), "is not a regular file"),
     ],
 )

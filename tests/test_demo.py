@@ -10,15 +10,15 @@ from titok.cli import main
 from titok.models import GeneratorConfig, build_model
 
 
-def test_demo_with_given_models(tmp_path, capsys):
+def _demo_args(tmp_path, ordered: bool = False) -> list[str]:
     torch.manual_seed(0)
-    build_model(tiny_titok()).save_pretrained(tmp_path / "tok")
+    build_model(tiny_titok(ordered=ordered)).save_pretrained(tmp_path / "tok")
     gen = GeneratorConfig(
         codebook_size=32, num_tokens=4, num_classes=10, hidden_size=16, depth=1, num_heads=2, mlp_dim=32
     )
     build_model(gen).save_pretrained(tmp_path / "gen")
     out = tmp_path / "demo.png"
-    args = [
+    return [
         "demo",
         "--out",
         str(out),
@@ -31,7 +31,11 @@ def test_demo_with_given_models(tmp_path, capsys):
         "--samples-per-class",
         "4",
     ]
-    assert main(args) == 0
+
+
+def test_demo_with_given_models(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(_demo_args(tmp_path)) == 0
     printed = capsys.readouterr().out
     assert "PSNR" in printed and "rFD-fmnist" in printed and "gFD-fmnist" in printed and "seconds:" in printed
     codes = printed.split("codes: ")[1].splitlines()[0].split()
@@ -39,6 +43,18 @@ def test_demo_with_given_models(tmp_path, capsys):
     grid = Image.open(out)
     # 10 classes; original, recon, 4 samples; row names up to 14 characters ("reconstruction") on the left
     assert grid.size == (6 * 14 + 12 + 10 * (32 * 3 + 4), 22 + 6 * (32 * 3 + 4))
+    assert "first k codes" not in printed  # a tokenizer not trained ordered: the grid as it always was
+
+
+def test_demo_of_an_ordered_tokenizer_shows_prefixes(tmp_path, capsys):
+    from titok.data.labelled import CAPTION
+
+    assert main(_demo_args(tmp_path, ordered=True)) == 0
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if x.startswith("ordered tokenizer, PSNR (dB) from the first k codes"))
+    assert [part.split(":")[0] for part in line.split("codes: ")[1].split(", ")] == ["1", "2", "4"]  # N = 4
+    # one more row, captioned above (k = 1, 2, 4); the row name "from k codes" is shorter than "reconstruction"
+    assert Image.open(tmp_path / "demo.png").size == (6 * 14 + 12 + 10 * 100, 22 + 7 * 100 + CAPTION)
 
 
 def test_demo_held_out_images_without_the_debian_package(monkeypatch, tmp_path):

@@ -5,6 +5,8 @@
 >>> images = tokenizer.preprocess(["photo.jpg", "folder/"])  # or titok.load_images(paths or PIL images, 256)
 >>> codes = tokenizer.tokenize(images)            # (B, 3, 256, 256) in [0, 1] -> (B, 32) int64
 >>> images = tokenizer.detokenize(codes).clamp(0, 1)
+>>> short = ordered.tokenize(images, quality=titok.Quality(psnr=30))   # an ordered tokenizer: fewest tokens each
+>>> titok.save_codes("codes.npz", short.codes, lengths=short.lengths)  # ragged rows; titok.load_codes reads them
 >>> with titok.autocast("auto"):                 # bf16 where the hardware computes it natively
 ...     codes = tokenizer.tokenize(images)
 """
@@ -17,14 +19,18 @@ _LAZY = {
     "load": "titok.checkpoints",
     "load_images": "titok.data.images",
     "autocast": "titok.precision",
+    "load_codes": "titok.data.codes_file",
+    "save_codes": "titok.data.codes_file",
     "DiagonalGaussian": "titok.quantizers",
     "QuantizerOutput": "titok.quantizers",
     **dict.fromkeys(
         (
+            "AdaptiveCodes",
             "BertGenerator",
             "GeneratorConfig",
             "MaskedGenerator",
             "MaskGITVQGAN",
+            "Quality",
             "SamplingConfig",
             "TiTok",
             "TiTokConfig",
@@ -56,11 +62,13 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveCodes",
     "BertGenerator",
     "DiagonalGaussian",
     "GeneratorConfig",
     "MaskGITVQGAN",
     "MaskedGenerator",
+    "Quality",
     "QuantizerOutput",
     "SamplingConfig",
     "TiTok",
@@ -72,5 +80,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load",
+    "load_codes",
     "load_images",
+    "save_codes",
 ]

@@ -2,7 +2,10 @@
 
 Reconstructs held-out test images and generates samples of every class, writes one labelled PNG grid (originals,
 reconstructions, samples per class), and reports one image's codes, reconstruction PSNR, FD-fmnist of the
-reconstructions and of the samples against the test split, and timings.
+reconstructions and of the samples against the test split, and timings. For an ordered tokenizer (``ordered``:
+trained with tail drops) the grid has one more row, the first column's image reconstructed from its first 1, 2, 4, 8,
+16 and 32 codes (up to N), and the PSNR from each prefix is reported; a tokenizer trained without them shows the
+grid as it always was (prefixes of its codes are not meant to decode).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ TOKENIZER = ASSETS / "tokenizer"
 GENERATOR = ASSETS / "generator"
 TEST_IMAGES = ASSETS / "test_images.npz"  # held-out test images, in case Debian's package is not installed
 TEST_STATS = ASSETS / "test_stats_fmnist.npz"  # FD-fmnist statistics of the whole test split at 32x32
+PREFIXES = (1, 2, 4, 8, 16, 32)  # the prefix lengths an ordered tokenizer's row shows (capped at its N)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class DemoResult:
     rfd: float
     gfd: float
     seconds: dict[str, float] = field(default_factory=dict)
+    prefix_psnr_db: dict[int, float] = field(default_factory=dict)  # ordered tokenizers: mean PSNR from k codes
 
 
 def held_out_images(count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -86,6 +91,8 @@ def run(
     images = torch.stack([size(x[None]) for x in raw])
     codes = torch.cat([tok.tokenize(b) for b in images.split(batch_size)])
     recon = torch.cat([tok.detokenize(c).clamp(0, 1) for c in codes.split(batch_size)])
+    shown = int((labels == 0).nonzero()[0])  # the first column's image (class 0)
+    prefixes = _prefixes(tok, codes, images, shown, batch_size) if getattr(tok.config, "ordered", False) else {}
     lap("reconstruct")
     classes = torch.arange(gen.config.num_classes).repeat_interleave(samples_per_class)
     rng = torch.Generator().manual_seed(seed)
@@ -95,7 +102,7 @@ def run(
     rfd = frechet_distance(*_moments(_features(extractor, recon)), reference.mu, reference.sigma)
     gfd = frechet_distance(*_moments(_features(extractor, samples)), reference.mu, reference.sigma)
     lap("score")
-    _write_demo_grid(out, images, recon, samples, labels, gen.config.num_classes, samples_per_class)
+    _write_demo_grid(out, images, recon, samples, labels, gen.config.num_classes, samples_per_class, prefixes)
     lap("grid")
     return DemoResult(
         grid=Path(out),
@@ -107,7 +114,19 @@ def run(
         rfd=rfd,
         gfd=gfd,
         seconds={**lap.seconds, "total": sum(lap.seconds.values())},
+        prefix_psnr_db={k: score for k, (_, score) in prefixes.items()},
     )
+
+
+def _prefixes(tok, codes, images, shown: int, batch_size: int) -> dict[int, tuple[torch.Tensor, float]]:
+    """Per prefix length k (PREFIXES capped at N): image ``shown`` reconstructed from its first k codes (3, S, S),
+    and the mean PSNR of every image's reconstruction from k codes (as PNGs hold them)."""
+    lengths = sorted({min(k, tok.num_tokens) for k in PREFIXES})
+    out = {}
+    for k in lengths:
+        recon = torch.cat([tok.detokenize(c[:, :k]).clamp(0, 1) for c in codes.split(batch_size)])
+        out[k] = (recon[shown], float(psnr(round_to_uint8(recon).float() / 255, images).mean()))
+    return out
 
 
 class _Laps:
@@ -121,12 +140,16 @@ class _Laps:
         self.seconds[name], self.clock = now - self.clock, now
 
 
-def _write_demo_grid(out, images, recon, samples, labels, num_classes: int, samples_per_class: int) -> None:
-    """One column per class: its first held-out image, the reconstruction, and up to four samples."""
+def _write_demo_grid(out, images, recon, samples, labels, num_classes: int, samples_per_class: int, prefixes) -> None:
+    """One column per class: its first held-out image, the reconstruction, and up to four samples; for an ordered
+    tokenizer a last row, the first column's image from its first k codes, captioned with k."""
     first = torch.tensor([int((labels == c).nonzero()[0]) for c in range(num_classes)])
     per_class = samples.view(num_classes, samples_per_class, *samples.shape[1:])
     rows = [("original", images[first]), ("reconstruction", recon[first])]
     rows += [(f"sample {k + 1}", per_class[:, k]) for k in range(min(4, samples_per_class))]
+    if prefixes:
+        tiles = torch.stack([image for image, _ in prefixes.values()])
+        rows.append(("from k codes", tiles, [f"k = {k}" for k in prefixes]))
     write_grid(out, rows, [name[:12] for name in FASHION_MNIST_CLASSES[:num_classes]])
 
 

@@ -23,7 +23,11 @@ logger = logging.getLogger("titok")
 
 def build_parser() -> argparse.ArgumentParser:
     from titok import __version__
+<<<<<<< HEAD
     from titok.cli import demo, evaluate, export, generate, serve, tokens, train
+=======
+    from titok.cli import demo, evaluate, export, generate, info, tokens, train
+>>>>>>> ordered
 
     parser = argparse.ArgumentParser(
         prog="titok",
@@ -33,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+<<<<<<< HEAD
     for module in (demo, tokens, generate, train, evaluate, export, serve):
+=======
+    for module in (demo, tokens, info, generate, train, evaluate, export):
+>>>>>>> ordered
         module.add_parsers(sub)
     _finish_parsers(parser)
     return parser

@@ -52,7 +52,11 @@ def run_demo(args: argparse.Namespace) -> int:
         f"reconstruction of {result.num_images} held-out test images: PSNR {result.psnr_db:.2f} dB, "
         f"rFD-fmnist {result.rfd:.3f}"
     )
+    if result.prefix_psnr_db:
+        scores = ", ".join(f"{k}: {v:.2f}" for k, v in result.prefix_psnr_db.items())
+        print(f"ordered tokenizer, PSNR (dB) from the first k codes: {scores}")
     print(f"{result.num_samples} generated samples ({args.samples_per_class} per class): gFD-fmnist {result.gfd:.3f}")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
-    print(f"wrote {result.grid} (columns: classes; rows: original, reconstruction, samples)")
+    more = "; last row: the first column's image from its first k codes" if result.prefix_psnr_db else ""
+    print(f"wrote {result.grid} (columns: classes; rows: original, reconstruction, samples{more})")
     return 0

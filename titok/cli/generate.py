@@ -45,6 +45,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="enlarge the grid's images this many times, nearest neighbour (default: enough for 128 px; 1 for none)",
     )
+    p.add_argument(
+        "--tokens",
+        type=int,
+        metavar="K",
+        help="sample only the first K of the N codes and decode that prefix (an ordered tokenizer and generator)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     add_sampling_arguments(p)
@@ -109,7 +115,7 @@ def run_generate(args: argparse.Namespace) -> int:
             f"the generator models {generator.num_tokens} codes of {generator.codebook_size}; the tokenizer has "
             f"{tokenizer.num_tokens} codes of {tokenizer.codebook_size}"
         )
-    scale = grid_scale(tokenizer.image_size, args.scale)
+    scale, k = grid_scale(tokenizer.image_size, args.scale), _prefix(args, tokenizer, generator)
     labels = _labels(args, generator)
     total = args.unconditional if labels is None else len(labels)
     settings = sampling_settings(args, generator.config.sampling)
@@ -118,8 +124,13 @@ def run_generate(args: argparse.Namespace) -> int:
     for lo in tqdm(range(0, total, args.batch_size), unit="batch", desc="generate", disable=None):
         n = min(args.batch_size, total - lo)
         batch_labels = None if labels is None else labels[lo : lo + n]
+<<<<<<< HEAD
         codes.append(generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng))
         images.append(tokenizer.detokenize(codes[-1]).clamp(0, 1).float().cpu())
+=======
+        codes = generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng, num_tokens=k)
+        images.append(tokenizer.detokenize(codes).clamp(0, 1).float().cpu())
+>>>>>>> ordered
     elapsed = time.perf_counter() - start
     images_t = torch.cat(images)
     if args.codes:
@@ -130,12 +141,14 @@ def run_generate(args: argparse.Namespace) -> int:
             save_png(image, Path(args.out_dir) / f"{i:05d}{tag}.png")
     if args.output:
         _write_grid(args.output, images_t, labels, args.per_class, scale)
-    print(f"{total} sample(s) in {elapsed:.2f} s ({total / elapsed:.1f} samples/s), seed {args.seed}")
+    length = f", {k} of {generator.num_tokens} tokens each" if k else ""
+    print(f"{total} sample(s){length} in {elapsed:.2f} s ({total / elapsed:.1f} samples/s), seed {args.seed}")
     print("sampling: " + ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()))
     print("wrote " + " and ".join(x for x in (args.output, args.out_dir, args.codes) if x))
     return 0
 
 
+<<<<<<< HEAD
 def _write_codes(path: str, codes: torch.Tensor, labels: torch.Tensor | None, tokenizer: str) -> None:
     """The samples' codes as ``titok tokenize`` writes them (``codes``, ``model``), with their ``labels`` (-1:
     unconditional)."""
@@ -151,6 +164,18 @@ def _write_codes(path: str, codes: torch.Tensor, labels: torch.Tensor | None, to
             np.savez(f, **arrays)
 
     atomic_write(path, write)
+=======
+def _prefix(args: argparse.Namespace, tokenizer, generator) -> int | None:
+    """``--tokens``, checked: 1 <= K <= N, and a tokenizer that decodes prefixes when K < N."""
+    k, n = args.tokens, generator.num_tokens
+    if k is None:
+        return None
+    if not 1 <= k <= n:
+        raise CommandError(f"--tokens {k} is out of range: {args.generator} models {n} tokens (give 1 to {n})")
+    if k < n and getattr(tokenizer.config, "layout", None) != "1d":
+        raise CommandError(f"--tokens {k}: {args.tokenizer} decodes all {n} of its tokens only (not a 1-D TiTok)")
+    return k
+>>>>>>> ordered
 
 
 def _write_grid(out: str, images: torch.Tensor, labels: torch.Tensor | None, per_class: int, scale: int) -> None:

@@ -1,11 +1,10 @@
-"""``titok tokenize | detokenize | reconstruct | info``: images <-> codes from the shell."""
+"""``titok tokenize | detokenize | reconstruct``: images <-> codes from the shell."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -29,8 +28,9 @@ from titok.cli.common import (
     torch,
 )
 from titok.cli.precision import add_precision_argument
+from titok.data.codes_file import CodesFile, load_codes, save_codes
 from titok.data.files import MAX_ASPECT_RATIO, find_images
-from titok.io import atomic_write, read_npz
+from titok.io import atomic_write
 
 _images = lazy("titok.data.images")
 
@@ -46,7 +46,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="images -> codes (.npz)", description=f"Turn images into codes. {PREPROCESS}")
     add_model_argument(p)
     p.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
-    p.add_argument("-o", "--output", required=True, help="the .npz to write: codes (B x N int64), files, model")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the .npz to write: codes (B x N int64), files, model; with --quality also lengths (B), the codes "
+        "padded with -1 past each row's length",
+    )
+    length = p.add_mutually_exclusive_group()
+    _add_tokens(length)
+    length.add_argument(
+        "--quality",
+        metavar="SPEC",
+        help="per image the fewest tokens whose reconstruction meets SPEC: psnr=DB, ssim=S, lpips=D (LPIPS-VGG by "
+        "default, lpips_net=alex), comma-separated, e.g. psnr=30 (an ordered tokenizer; writes ragged rows)",
+    )
+    p.add_argument(
+        "--candidates",
+        default="all",
+        metavar="all|pow2|LIST",
+        help="the lengths --quality tries, smallest first: all (1..N), pow2 (1, 2, 4, ..., N) or a list (1,4,16)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     _add_workers(p)
     add_common(p)
@@ -55,7 +75,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("detokenize", help="codes (.npz) -> images", description="Decode codes into one PNG per row.")
     add_model_argument(p)
-    p.add_argument("codes", help="a .npz written by `titok tokenize` (array 'codes', B x N)")
+    p.add_argument(
+        "codes", help="a .npz written by `titok tokenize` (array 'codes', B x k for k <= N; ragged rows with 'lengths')"
+    )
     p.add_argument("-o", "--output", required=True, help="folder for the PNGs")
     p.add_argument("--batch-size", type=int, default=16)
     add_common(p)
@@ -71,6 +93,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_model_argument(p)
     p.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, help="folder for the side-by-side PNGs and psnr.csv")
+    _add_tokens(p)
     p.add_argument(
         "--scale",
         type=int,
@@ -82,16 +105,52 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_precision_argument(p)
     p.set_defaults(run=run_reconstruct)
 
-    p = sub.add_parser(
-        "info",
-        help="architecture, parameters, tokens per image, codebook",
-        description="Describe MODEL: its class, parameter counts, image and patch size, tokens per image, encoder "
-        "and decoder, codebook and bits per image. A preset name without weights describes the architecture only.",
+
+def _add_tokens(p) -> None:
+    p.add_argument(
+        "--tokens",
+        type=int,
+        metavar="K",
+        help="only the first K of the N tokens per image (a prefix: coarse to fine for an ordered tokenizer)",
     )
-    add_model_argument(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    p.set_defaults(run=run_info)
+
+
+def _prefix(args: argparse.Namespace, model) -> int | None:
+    """``--tokens``, checked against ``model`` (1 <= K <= N, a 1-D TiTok), or None."""
+    k = args.tokens
+    if k is None:
+        return None
+    if not _decodes_prefixes(model):
+        raise CommandError(f"--tokens needs a 1-D TiTok tokenizer; {args.model} decodes all of its tokens only")
+    n = model.num_tokens
+    if not 1 <= k <= n:
+        raise CommandError(f"--tokens {k} is out of range: {args.model} has {n} tokens per image (give 1 to {n})")
+    return k
+
+
+def _quality(args: argparse.Namespace, model):
+    """``--quality`` and ``--candidates``, checked against ``model``, or (None, None)."""
+    from titok.models.adaptive import Quality, candidate_lengths
+
+    if args.quality is None:
+        if args.candidates != "all":
+            raise CommandError(f"--candidates {args.candidates} sets the lengths --quality tries; give --quality too")
+        return None, None
+    if not _decodes_prefixes(model) or model.codebook_size is None:
+        raise CommandError(f"--quality needs a 1-D TiTok tokenizer with codes; {args.model} is not one")
+    candidates = args.candidates
+    if candidates not in ("all", "pow2"):
+        try:
+            candidates = [int(c) for c in candidates.split(",")]
+        except ValueError:
+            raise CommandError(
+                f"--candidates must be all, pow2 or comma-separated lengths, got {candidates!r}"
+            ) from None
+    try:
+        candidate_lengths(model.num_tokens, candidates)
+        return Quality.parse(args.quality), candidates
+    except ValueError as e:
+        raise CommandError(f"--quality {args.quality} --candidates {args.candidates}: {e}") from None
 
 
 def _add_workers(p: argparse.ArgumentParser) -> None:
@@ -147,105 +206,113 @@ def _stem(path: str | Path, limit: int = 100) -> str:
     return os.fsdecode(os.fsencode(Path(path).stem)[:limit])
 
 
-@no_grad
-def _encode(model, images: torch.Tensor) -> np.ndarray:
-    """Codes (VQ) or posterior means (continuous tokenizers) as a numpy array."""
-    return _latents(model, images).cpu().numpy()
-
-
-def _latents(model, images: torch.Tensor) -> torch.Tensor:
-    """Codes (VQ) or float32 posterior means (continuous tokenizers), on the model's device."""
+def _latents(model, images: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Codes (VQ) or float32 posterior means (continuous tokenizers), all N or the first ``k``, on the model's
+    device."""
     if model.codebook_size is None:
-        return model.encode(images.to(model.device)).mean.float()
-    return model.tokenize(images)
+        encoded = model.encode(images.to(model.device)) if k is None else model.encode(images.to(model.device), k)
+        return encoded.mean.float()
+    return model.tokenize(images) if k is None else model.tokenize(images, num_tokens=k)
+
+
+@no_grad
+def _encode(model, images: torch.Tensor, k: int | None, quality, candidates) -> tuple[np.ndarray, np.ndarray | None]:
+    """(codes or latents, lengths or None) of one batch, as numpy arrays; lengths of images that no candidate
+    brought to ``quality`` are negated."""
+    if quality is None:
+        return _latents(model, images, k).cpu().numpy(), None
+    try:
+        result = model.tokenize(images, quality=quality, candidates=candidates)
+    except ValueError as e:
+        raise CommandError(f"--quality {quality.describe()}: {e}") from None
+    return result.codes.cpu().numpy(), torch.where(result.met, result.lengths, -result.lengths).numpy()
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
     check_output_file(args.output, "-o")
     model = _tokenizer(args)
+    k, (quality, candidates) = _prefix(args, model), _quality(args, model)
     failures: list[tuple[Path, str]] = []
     paths = _image_paths(args.images, failures)
     total = len(paths) + len(failures)
-    rows, done = [], []
+    rows, lengths, done = [], [], []
     batches = _images.iter_image_batches(paths, model.image_size, args.batch_size, failures, _workers(args, len(paths)))
     with tqdm(total=len(paths), unit="img", desc="tokenize", disable=None) as bar:
         for batch in batches:
-            rows.append(_encode(model, batch.images))
+            values, picked = _encode(model, batch.images, k, quality, candidates)
+            rows.append(values)
+            lengths.append(picked)
             done.extend(batch.paths)
             bar.update(len(done) + len(failures) - bar.n)
     if not rows:
         _report(failures, total)
         raise CommandError("no image could be read; nothing written")
-    key = "codes" if model.codebook_size is not None else "latents"
-    arrays = {key: np.concatenate(rows), "files": np.array([str(p) for p in done]), "model": np.array(args.model)}
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    atomic_write(args.output, write)
-    print(f"wrote {key} {arrays[key].shape} of {len(done)} image(s) to {args.output}")
+    signed = np.concatenate(lengths) if quality is not None else None
+    ragged = np.abs(signed) if signed is not None else None
+    values = _pad_rows(rows) if quality is not None else np.concatenate(rows)
+    written = save_codes(args.output, values, lengths=ragged, files=[str(p) for p in done], model=args.model)
+    print(f"wrote {written.kind} {written.values.shape} of {len(done)} image(s) to {args.output}")
+    if signed is not None:
+        _summarize(quality, signed, model)
     return _report(failures, total)
 
 
-def _open_npz(path: str) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` at ``path``; ``CommandError`` naming the file and the problem otherwise."""
+def _summarize(quality, signed: np.ndarray, model) -> None:
+    """Print the lengths that ``--quality`` picked (``signed``: negative where the target was not met)."""
+    ragged = np.abs(signed)
+    bits = math.log2(model.codebook_size)
+    print(
+        f"{quality.describe()}: {ragged.mean():.2f} of {model.num_tokens} tokens per image on average (min "
+        f"{ragged.min()}, max {ragged.max()}; {ragged.mean() * bits / 8:.1f} bytes at {bits:g} bits per token)"
+    )
+    if (missed := int((signed < 0).sum())) > 0:
+        print(f"{missed} image(s) did not meet it at any candidate length; they keep the longest ({ragged.max()})")
+
+
+def _pad_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """Batches of padded codes (B_i, K_i) -> (B, max K_i), padded with -1."""
+    width = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1])), constant_values=-1) for r in rows])
+
+
+def _read_codes(path: str, model) -> CodesFile:
+    """A ``titok tokenize`` output (codes or latents, fixed-length or ragged), checked against ``model``."""
     try:
-        return read_npz(path)
+        data = load_codes(path)
     except (ValueError, FileNotFoundError) as e:
         raise CommandError(str(e)) from None
-
-
-def _check_codes(path: str, values: np.ndarray, model) -> np.ndarray:
-    if values.dtype.kind not in "iu":
-        hint = "; continuous latents are stored as 'latents'" if values.dtype.kind == "f" else ""
-        raise CommandError(f"{path}: 'codes' are {values.dtype}, but codes are integers{hint}")
-    if values.ndim != 2 or values.shape[1] != model.num_tokens:
-        raise CommandError(f"{path} holds codes {values.shape}; this model reads {model.num_tokens} tokens per image")
-    if values.size and (int(values.min()) < 0 or int(values.max()) >= model.codebook_size):
-        bad = int(values.min()) if int(values.min()) < 0 else int(values.max())
-        raise CommandError(f"{path}: code {bad} is out of range; this model's codes lie in [0, {model.codebook_size})")
-    return values.astype(np.int64)
-
-
-def _check_latents(path: str, values: np.ndarray, model) -> np.ndarray:
-    width = model.config.token_dim
-    if values.dtype.kind != "f":
-        raise CommandError(f"{path}: 'latents' are {values.dtype}; expected floats")
-    if values.ndim != 3 or values.shape[1:] != (model.num_tokens, width):
-        raise CommandError(
-            f"{path} holds latents {values.shape}; this model reads {model.num_tokens} tokens per image, {width} wide"
-        )
-    if not np.isfinite(values).all():
-        raise CommandError(f"{path}: the latents hold NaN or infinite values")
-    return values.astype(np.float32)
-
-
-def _read_codes(path: str, model) -> tuple[torch.Tensor, list[str]]:
-    """Codes (B, N) int64 or latents (B, N, D) float32 from a ``titok tokenize`` output, checked against ``model``,
-    and the image names (empty when the file has none)."""
-    arrays = _open_npz(path)
-    key = "codes" if "codes" in arrays else "latents" if "latents" in arrays else None
-    if key is None:
-        raise CommandError(f"{path} holds neither 'codes' nor 'latents' (it has {sorted(arrays)})")
-    if (key == "codes") != (model.codebook_size is not None):
-        kind = "discrete codes" if key == "codes" else "continuous latents"
+    if (data.kind == "codes") != (model.codebook_size is not None):
+        kind = "discrete codes" if data.kind == "codes" else "continuous latents"
         raise CommandError(f"{path} holds {kind}, which this tokenizer does not decode")
-    check = _check_codes if key == "codes" else _check_latents
-    values = check(path, arrays[key], model)
-    files = arrays.get("files")
-    if files is None:
-        return torch.from_numpy(values), []
-    if files.ndim != 1 or len(files) != len(values) or files.dtype.kind not in "US":
+    n, width = model.num_tokens, data.values.shape[1]
+    if width > n or (not _decodes_prefixes(model) and (width < n or data.lengths is not None)):
+        most = f"at most {n} (a prefix)" if _decodes_prefixes(model) else f"all {n}"
         raise CommandError(
-            f"{path}: 'files' is {files.dtype} {files.shape}; expected one name per row ({len(values)} strings)"
+            f"{path} holds {data.kind} {data.values.shape}; this model reads {n} tokens per image ({most})"
         )
-    names = [os.fsdecode(f) if isinstance(f, bytes) else str(f) for f in files.tolist()]
-    return torch.from_numpy(values), names
+    kept = np.arange(width) < data.row_lengths()[:, None]
+    if data.kind == "codes" and data.values.size and int(data.values[kept].max()) >= model.codebook_size:
+        bad = int(data.values[kept].max())
+        raise CommandError(f"{path}: code {bad} is out of range; this model's codes lie in [0, {model.codebook_size})")
+    if data.kind == "latents" and data.values.shape[2] != model.config.token_dim:
+        raise CommandError(
+            f"{path} holds latents {data.values.shape}; this model reads {n} tokens per image, "
+            f"{model.config.token_dim} wide"
+        )
+    return data
 
 
-def _decode(model, values: torch.Tensor) -> torch.Tensor:
+def _decodes_prefixes(model) -> bool:
+    """Whether ``model`` decodes the first k < N of its tokens (a 1-D TiTok)."""
+    return getattr(model.config, "layout", None) == "1d"
+
+
+def _decode(model, values: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    from titok.models.adaptive import decode_ragged
+
     try:
+        if lengths is not None:
+            return decode_ragged(model, values, lengths)
         if values.dtype.is_floating_point:
             with torch.no_grad():
                 return model.decode(values.to(model.device))
@@ -261,10 +328,13 @@ def _name(index: int, files: list[str]) -> str:
 def run_detokenize(args: argparse.Namespace) -> int:
     check_output_dir(args.output, "-o")
     model = _tokenizer(args)
-    values, files = _read_codes(args.codes, model)
+    data = _read_codes(args.codes, model)
+    values, files = torch.from_numpy(data.values), data.files
+    lengths = torch.from_numpy(data.lengths) if data.lengths is not None else None
     out = Path(args.output)
     for start in tqdm(range(0, len(values), args.batch_size), unit="batch", desc="detokenize", disable=None):
-        images = _images.to_uint8(_decode(model, values[start : start + args.batch_size]))
+        part = slice(start, start + args.batch_size)
+        images = _images.to_uint8(_decode(model, values[part], lengths[part] if lengths is not None else None))
         for i, image in enumerate(images, start):
             _images.save_png(image, out / _name(i, files))
     print(f"wrote {len(values)} image(s) to {out}")
@@ -285,7 +355,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
     check_output_dir(args.output, "-o")
     model = _tokenizer(args)
-    scale = grid_scale(model.image_size, args.scale)
+    scale, k = grid_scale(model.image_size, args.scale), _prefix(args, model)
     failures: list[tuple[Path, str]] = []
     paths = _image_paths(args.images, failures)
     total = len(paths) + len(failures)
@@ -299,11 +369,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         desc="reconstruct",
         disable=None,
     ):
-        recon = _decode(model, _latents(model, batch.images)).float().cpu()
+        recon = _decode(model, _latents(model, batch.images, k)).float().cpu()
         scores = psnr(recon, batch.images)
         for path, original, rebuilt, score in zip(batch.paths, batch.images, recon, scores.tolist()):
             pair = torch.stack([original, rebuilt.clamp(0, 1)])
-            labels = ["original", f"recon {score:.1f} dB"]
+            labels = ["original", f"{k} tokens {score:.1f} dB" if k else f"recon {score:.1f} dB"]
             write_grid(out / f"{len(rows):05d}_{_stem(path)}.png", [("", pair)], labels, scale)
             rows.append((str(path), f"{score:.3f}"))
             scores_db.append(score)
@@ -312,76 +382,6 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         _report(failures, total)
         raise CommandError("no image could be read; nothing written")
     _write_csv(out / "psnr.csv", rows)
-    print(f"mean PSNR {sum(scores_db) / len(rows):.2f} dB over {len(rows)} image(s); pictures in {out}")
+    used = f" from the first {k} of {model.num_tokens} tokens" if k else ""
+    print(f"mean PSNR {sum(scores_db) / len(rows):.2f} dB over {len(rows)} image(s){used}; pictures in {out}")
     return _report(failures, total)
-
-
-def describe(model) -> dict:
-    """A summary of a model's architecture, as printed by ``titok info``."""
-    from titok.models import MaskedGenerator, TiTok
-
-    cfg = model.config
-    info: dict = {"class": type(model).__name__, "parameters": model.num_parameters()}
-    if isinstance(model, TiTok):
-        info.update(
-            image_size=cfg.image_size,
-            patch_size=cfg.patch_size,
-            tokens_per_image=cfg.num_tokens,
-            encoder=f"ViT width {cfg.encoder.width}, {cfg.encoder.depth} layers, {cfg.encoder.num_heads} heads",
-            decoder=f"ViT width {cfg.decoder.width}, {cfg.decoder.depth} layers, {cfg.decoder.num_heads} heads",
-            head=cfg.head,
-            encoder_parameters=sum(p.numel() for p in model.encoder.parameters()),
-            decoder_parameters=sum(p.numel() for p in model.decoder.parameters())
-            + sum(p.numel() for p in model.head.parameters()),
-        )
-        if cfg.quantizer == "vq":
-            info["codebook"] = f"{cfg.codebook_size} x {cfg.token_dim}" + (", l2-normalised" if cfg.l2_norm else "")
-            info["bits_per_image"] = cfg.num_tokens * math.log2(cfg.codebook_size)
-        elif cfg.quantizer == "fsq":
-            levels = " x ".join(map(str, cfg.fsq_levels))
-            info["codebook"] = f"FSQ, {levels} levels = {cfg.codebook_size} codes of {cfg.token_dim} channels"
-            info["bits_per_image"] = cfg.num_tokens * math.log2(cfg.codebook_size)
-        else:
-            info["latent"] = f"continuous (VAE), {cfg.token_dim} channels per token"
-    elif isinstance(model, MaskedGenerator):
-        info.update(
-            arch=cfg.arch,
-            hidden_size=cfg.hidden_size,
-            depth=cfg.depth,
-            num_heads=cfg.num_heads,
-            tokens=cfg.num_tokens,
-            codebook_size=cfg.codebook_size,
-            num_classes=cfg.num_classes,
-            sampling=cfg.sampling.to_dict(),
-        )
-    else:
-        info.update(
-            image_size=cfg.image_size,
-            tokens_per_image=cfg.num_tokens,
-            codebook=f"{cfg.codebook_size} x {cfg.z_channels}",
-            downsampling=cfg.downsample_factor,
-        )
-    return info
-
-
-def run_info(args: argparse.Namespace) -> int:
-    from titok.models import PRESETS, build_model
-    from titok.skeleton import skeleton
-
-    if args.weights is None and args.model in PRESETS:
-        with skeleton():  # the architecture alone: nothing to download
-            model = build_model(PRESETS[args.model].config)
-        note = f"preset {args.model}: {PRESETS[args.model].description} (architecture only, no weights loaded)"
-    else:
-        model = load_model(args.model, args.weights, torch.device("cpu"))
-        note = str(args.model)
-    info = describe(model)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(note)
-    for key, value in info.items():
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = f"{value:,}"
-        print(f"  {key.replace('_', ' '):20s} {value}")
-    return 0

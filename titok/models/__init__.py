@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from titok.config import Config, did_you_mean
+from titok.models.adaptive import AdaptiveCodes, Quality
 from titok.models.base import ARCHITECTURES, ImageTokenizer, TitokModel
 from titok.models.generator import BertGenerator, GeneratorConfig, MaskedGenerator, UViTGenerator
 from titok.models.presets import PRESETS, Preset
@@ -67,12 +68,14 @@ def list_models() -> list[str]:
 __all__ = [
     "MODEL_CLASSES",
     "PRESETS",
+    "AdaptiveCodes",
     "BertGenerator",
     "GeneratorConfig",
     "ImageTokenizer",
     "MaskGITVQGAN",
     "MaskedGenerator",
     "Preset",
+    "Quality",
     "SamplingConfig",
     "TiTok",
     "TiTokConfig",

@@ -2,7 +2,9 @@
 
 Token ids (K = codebook size, M = number of classes): ``0..K-1`` image codes, ``K`` the mask token, ``K+1+c`` class
 ``c``, ``K+M+1`` "no class" (unconditional). The input is ``[class token, N code tokens]``; the output is logits over
-the K real codes at the N code positions.
+the K real codes at the N code positions. Any prefix of the sequence works the same way (``[class, k codes]`` with the
+first k + 1 position embeddings), so a generator samples the first k codes of an ordered tokenizer with
+``generate(..., num_tokens=k)``; one trained on prefixes (``ordered``) does it well.
 
 - :class:`BertGenerator`: BERT (post-norm, learned positions; TiTok L-32 and B-64).
 - :class:`UViTGenerator`: U-ViT (pre-norm, ``depth // 2`` in-blocks, a mid block and ``depth // 2`` out-blocks with
@@ -11,6 +13,7 @@ the K real codes at the N code positions.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
@@ -38,6 +41,7 @@ class GeneratorConfig(Config):
     dropout: float = 0.1
     attn_dropout: float = 0.1
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    ordered: bool = False  # trained on prefixes of the codes (recipe ``ordering``): samples any k <= N codes
 
     @property
     def mask_token_id(self) -> int:
@@ -99,9 +103,11 @@ class MaskedGenerator(TitokModel):
     def logits(
         self, codes: torch.Tensor, labels: torch.Tensor | None = None, drop: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Codes (B, N) int64, with masked positions set to ``mask_token_id``, and class ids (B,) or None
-        (unconditional) -> logits (B, N, K) over the codebook."""
-        check_codes(codes, self.codebook_size + 1, self.num_tokens)
+        """Codes (B, k) int64, k <= N (all N codes or a prefix), with masked positions set to ``mask_token_id``,
+        and class ids (B,) or None (unconditional) -> logits (B, k, K) over the codebook."""
+        check_codes(codes, self.codebook_size + 1)
+        if not 1 <= codes.shape[1] <= self.num_tokens:
+            raise ValueError(f"codes must have shape (B, k) with 1 <= k <= {self.num_tokens}, got {tuple(codes.shape)}")
         codes = codes.to(self.device)
         cond = self.condition_tokens(labels, codes.shape[0], drop)
         return self(torch.cat([cond[:, None], codes.long()], dim=1))
@@ -114,10 +120,12 @@ class MaskedGenerator(TitokModel):
         num_samples: int | None = None,
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
+        num_tokens: int | None = None,
         on_step: StepCallback | None = None,
         **overrides: Any,
     ) -> torch.Tensor:
-        """Sample codes (B, N) int64 for class ids ``labels`` (B,), or ``num_samples`` unconditional ones.
+        """Sample codes (B, N) int64 for class ids ``labels`` (B,), or ``num_samples`` unconditional ones; with
+        ``num_tokens`` only the first k codes (B, k): the transformer reads the class token and k code positions.
 
         ``sampling`` (default: ``config.sampling``, the released settings for the released generators) with
         ``overrides`` of its fields under the reference's keyword names (``num_sample_steps``, ``guidance_scale``,
@@ -127,6 +135,7 @@ class MaskedGenerator(TitokModel):
         in eval mode.
         """
         settings = _settings(sampling or self.config.sampling, overrides)
+        length = self.num_tokens if num_tokens is None else self.check_prefix(num_tokens)
         batch = _batch_size(labels, num_samples)
         cond = self.condition_tokens(labels, batch)  # validated once, outside the loop
 
@@ -138,7 +147,7 @@ class MaskedGenerator(TitokModel):
         return maskgit_decode(
             tokens_to_logits,
             batch_size=batch,
-            num_tokens=self.num_tokens,
+            num_tokens=length,
             mask_token_id=self.mask_token_id,
             conditional=labels is not None,
             settings=settings,
@@ -146,6 +155,19 @@ class MaskedGenerator(TitokModel):
             generator=generator,
             on_step=on_step,
         )
+
+    def check_prefix(self, k: int) -> int:
+        """``k`` if 1 <= k <= N (a ValueError otherwise); warns when this generator was not trained on prefixes."""
+        n = self.num_tokens
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise ValueError(f"num_tokens must be an integer in [1, {n}], got {k!r}")
+        if k < n and not self.config.ordered:
+            warnings.warn(
+                f"this generator was not trained on prefixes (ordered=false): its samples of {k} of {n} codes may "
+                "be poor",
+                stacklevel=3,
+            )
+        return k
 
 
 SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingConfig))

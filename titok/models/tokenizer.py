@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from titok.layers import Attention, Block, BlockStack
+from titok.models.adaptive import AdaptiveCodes, decode_ragged, tokenize_adaptive
 from titok.models.base import ImageTokenizer, architecture
 from titok.models.grid import GridDecoder, GridEncoder
 from titok.models.tokenizer_config import TiTokConfig
@@ -209,8 +210,19 @@ class TiTok(ImageTokenizer):
         return DiagonalGaussian(z) if self.config.quantizer == "vae" else z
 
     @torch.no_grad()
-    def tokenize(self, images: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
-        """Images (B, 3, S, S) float in [0, 1] -> codes (B, N) int64, or the first ``num_tokens`` (B, k)."""
+    def tokenize(
+        self, images: torch.Tensor, num_tokens: int | None = None, *, quality=None, candidates="all", batch_size=64
+    ) -> torch.Tensor | AdaptiveCodes:
+        """Images (B, 3, S, S) float in [0, 1] -> codes (B, N) int64, or the first ``num_tokens`` (B, k).
+
+        ``quality`` (a :class:`Quality`, ``{"psnr": 30}`` or ``"psnr=30"``): per image the fewest tokens whose
+        reconstruction meets it, among ``candidates`` (``"all"`` 1..N, ``"pow2"``, or a list), decoding up to
+        ``batch_size`` rows at a time; returns :class:`AdaptiveCodes` (codes padded with -1, lengths (B,)). See
+        :mod:`titok.models.adaptive`."""
+        if quality is not None:
+            if num_tokens is not None:
+                raise ValueError("give num_tokens (one length for all) or quality (a length per image), not both")
+            return tokenize_adaptive(self, images, quality, candidates, batch_size)
         codes = super().tokenize(images)
         return codes if num_tokens is None else codes[:, : self.check_prefix(num_tokens)]
 
@@ -238,11 +250,13 @@ class TiTok(ImageTokenizer):
         return head(self.decoder(self._check_latents(latents), keep))
 
     @torch.no_grad()
-    def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
+    def detokenize(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Codes (B, k) int64, k <= N (a prefix) -> float32 images (B, 3, S, S), raw decoder output (clamping is the
-        caller's)."""
+        caller's). ``lengths`` (B,): ragged rows, row i's first ``lengths[i]`` codes (``AdaptiveCodes``)."""
         if self.quantizer is None:
             raise ValueError("this tokenizer is continuous (quantizer 'vae'): decode latents with decode()")
+        if lengths is not None:
+            return decode_ragged(self, codes, lengths)
         codes = codes.to(self.device)
         if codes.ndim != 2 or not 1 <= codes.shape[1] <= self.num_tokens:
             raise ValueError(f"codes must have shape (B, k) with 1 <= k <= {self.num_tokens}, got {tuple(codes.shape)}")

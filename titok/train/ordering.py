@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from titok.config import Config
+from titok.models.adaptive import candidate_lengths
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,6 @@ class OrderingConfig(Config):
         n = model.get("num_tokens")
         if n is not None and self.min_tokens > n:
             raise ValueError(f"ordering.min_tokens {self.min_tokens} exceeds the model's {n} tokens")
-
-
-def candidate_lengths(num_tokens: int, lengths: str, min_tokens: int = 1) -> torch.Tensor:
-    """The kept lengths a draw picks from (int64): ``min_tokens..N``, or the powers of two in that range and N."""
-    if lengths == "uniform":
-        return torch.arange(min_tokens, num_tokens + 1)
-    powers = {1 << i for i in range(num_tokens.bit_length()) if min_tokens <= 1 << i <= num_tokens}
-    return torch.tensor(sorted(powers | {num_tokens}))
 
 
 def draw_lengths(cfg: OrderingConfig, batch: int, num_tokens: int, generator: torch.Generator) -> torch.Tensor | None:
