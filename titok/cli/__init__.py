@@ -23,11 +23,7 @@ logger = logging.getLogger("titok")
 
 def build_parser() -> argparse.ArgumentParser:
     from titok import __version__
-<<<<<<< HEAD
-    from titok.cli import demo, evaluate, export, generate, serve, tokens, train
-=======
-    from titok.cli import demo, evaluate, export, generate, info, tokens, train
->>>>>>> ordered
+    from titok.cli import demo, evaluate, export, generate, info, serve, tokens, train
 
     parser = argparse.ArgumentParser(
         prog="titok",
@@ -37,11 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-<<<<<<< HEAD
-    for module in (demo, tokens, generate, train, evaluate, export, serve):
-=======
-    for module in (demo, tokens, info, generate, train, evaluate, export):
->>>>>>> ordered
+    for module in (demo, tokens, info, generate, train, evaluate, export, serve):
         module.add_parsers(sub)
     _finish_parsers(parser)
     return parser

@@ -124,13 +124,8 @@ def run_generate(args: argparse.Namespace) -> int:
     for lo in tqdm(range(0, total, args.batch_size), unit="batch", desc="generate", disable=None):
         n = min(args.batch_size, total - lo)
         batch_labels = None if labels is None else labels[lo : lo + n]
-<<<<<<< HEAD
-        codes.append(generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng))
+        codes.append(generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng, num_tokens=k))
         images.append(tokenizer.detokenize(codes[-1]).clamp(0, 1).float().cpu())
-=======
-        codes = generator.generate(batch_labels, num_samples=n, sampling=settings, generator=rng, num_tokens=k)
-        images.append(tokenizer.detokenize(codes).clamp(0, 1).float().cpu())
->>>>>>> ordered
     elapsed = time.perf_counter() - start
     images_t = torch.cat(images)
     if args.codes:
@@ -148,7 +143,6 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-<<<<<<< HEAD
 def _write_codes(path: str, codes: torch.Tensor, labels: torch.Tensor | None, tokenizer: str) -> None:
     """The samples' codes as ``titok tokenize`` writes them (``codes``, ``model``), with their ``labels`` (-1:
     unconditional)."""
@@ -164,7 +158,8 @@ def _write_codes(path: str, codes: torch.Tensor, labels: torch.Tensor | None, to
             np.savez(f, **arrays)
 
     atomic_write(path, write)
-=======
+
+
 def _prefix(args: argparse.Namespace, tokenizer, generator) -> int | None:
     """``--tokens``, checked: 1 <= K <= N, and a tokenizer that decodes prefixes when K < N."""
     k, n = args.tokens, generator.num_tokens
@@ -175,7 +170,6 @@ def _prefix(args: argparse.Namespace, tokenizer, generator) -> int | None:
     if k < n and getattr(tokenizer.config, "layout", None) != "1d":
         raise CommandError(f"--tokens {k}: {args.tokenizer} decodes all {n} of its tokens only (not a 1-D TiTok)")
     return k
->>>>>>> ordered
 
 
 def _write_grid(out: str, images: torch.Tensor, labels: torch.Tensor | None, per_class: int, scale: int) -> None:
