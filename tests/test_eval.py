@@ -18,7 +18,7 @@ import titok
 from titok.cli import main
 from titok.data.datasets import FashionMNIST
 from titok.data.images import load_image
-from titok.eval.data import NpzImages
+from titok.data.npz import NpzImages
 from titok.eval.reference_stats import image_statistics
 from titok.metrics.extractors import fmnist
 from titok.metrics.fid import FeatureStats, InceptionScore, Statistics, frechet_distance

@@ -22,6 +22,7 @@ from titok.cli.common import (
     torch,
 )
 from titok.cli.precision import add_precision_argument
+from titok.data.sources import SOURCES_HELP
 
 PROTOCOL = (
     "Images are converted to RGB, resized so that their shorter side is the tokenizer's resolution (bicubic, "
@@ -29,9 +30,7 @@ PROTOCOL = (
     "Inception features are torch-fidelity's FID Inception-v3 in float64 with the pytorch-fid weights (SHA-256 "
     "checked); IS uses its unbiased logits over 10 contiguous splits."
 )
-DATA_HELP = (
-    "a folder of images (searched recursively), an .npz with arr_0 (N x H x W x 3 uint8), or fashion-mnist:SPLIT"
-)
+DATA_HELP = f"{SOURCES_HELP} (a bare fashion-mnist: its test split)"
 
 
 def _add_extractor(p: argparse.ArgumentParser) -> None:

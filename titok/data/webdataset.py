@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from titok.data.batch import StreamBatch
@@ -63,7 +62,7 @@ def _webdataset():
 
 def expand_shards(spec: str) -> list[str]:
     """The shard files of ``spec`` (files, folders, globs and brace patterns joined by ``::``), in the given order
-    (globs and folders sorted). Raises ``FileNotFoundError`` naming what matched nothing."""
+    (globs and folders sorted). Raises ``FileNotFoundError`` naming the pattern that matched nothing."""
     found: list[str] = []
     for pattern in _webdataset().shardlists.expand_urls(spec):
         path = Path(pattern)
@@ -74,7 +73,7 @@ def expand_shards(spec: str) -> list[str]:
         else:
             files = [pattern] if path.is_file() else []
         if not files:
-            raise FileNotFoundError(f"data.path {spec!r}: {pattern} matches no shard file")
+            raise FileNotFoundError(f"webdataset shards {spec!r}: {pattern} matches no shard file")
         found.extend(files)
     return found
 
@@ -230,15 +229,27 @@ class ShardStream(IterableDataset):
             handler(e)
 
     def _decode(self, sample: dict[str, Any], seed: int) -> tuple[torch.Tensor, int] | None:
-        key = next((k for k in IMAGE_KEYS if k in sample), None)
-        name = f"{sample.get('__key__')} in {sample.get('__url__')}"
-        if key is None:
-            logger.warning("skipped sample %s: no image (%s)", name, ", ".join(IMAGE_KEYS))
-            return None
         try:
-            array = read_image(io.BytesIO(sample[key]), self.preprocess.size)
-            label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, UnicodeDecodeError) as e:
-            logger.warning("skipped unreadable sample %s: %s", name, e)
+            array, label = decode_sample(sample, self.preprocess.size)
+        except ValueError as e:
+            logger.warning("skipped %s", e)
             return None
         return self.preprocess(array, seed), label
+
+
+def decode_sample(sample: dict[str, Any], size: int) -> tuple[Any, int]:
+    """A webdataset sample's image (its first :data:`IMAGE_KEYS` entry, decoded by
+    :func:`~titok.data.images.read_image` for resizing to ``size``) and label (its ``cls`` entry, -1 when there is
+    none). Raises ``ValueError`` naming the sample (its key and shard) when either cannot be read."""
+    key = next((k for k in IMAGE_KEYS if k in sample), None)
+    name = f"sample {sample.get('__key__')} in {sample.get('__url__')}"
+    if key is None:
+        raise ValueError(f"{name}: no image ({', '.join(IMAGE_KEYS)})")
+    data = io.BytesIO(sample[key])
+    data.name = f"{sample.get('__key__')}.{key}"  # read_image's errors name it
+    try:
+        array = read_image(data, size)
+        label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
+    except ValueError as e:  # read_image's errors, a cls that is not an integer or not UTF-8
+        raise ValueError(f"unreadable {name}: {e}") from None
+    return array, label
