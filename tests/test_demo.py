@@ -32,7 +32,17 @@ def test_demo_with_given_models(tmp_path, capsys):
         "4",
     ]
     assert main(args) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    phases = [
+        "demo [1/5] loading the tokenizer and the generator",
+        "demo [2/5] reconstructing 40 held-out test images",
+        "demo [3/5] sampling 40 images (4 of each of 10 classes)",
+        "demo [4/5] scoring: FD-fmnist",
+        f"demo [5/5] drawing the grid: {out}",
+    ]
+    positions = [captured.err.find(phase) for phase in phases]  # on stderr, in this order
+    assert -1 not in positions and positions == sorted(positions), captured.err
     assert "PSNR" in printed and "rFD-fmnist" in printed and "gFD-fmnist" in printed and "seconds:" in printed
     codes = printed.split("codes: ")[1].splitlines()[0].split()
     assert len(codes) == 4 and all(0 <= int(c) < 32 for c in codes)

@@ -7,12 +7,15 @@ reconstructions and of the samples against the test split, and timings.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from titok.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
 from titok.data.images import round_to_uint8
@@ -27,6 +30,8 @@ TOKENIZER = ASSETS / "tokenizer"
 GENERATOR = ASSETS / "generator"
 TEST_IMAGES = ASSETS / "test_images.npz"  # held-out test images, in case Debian's package is not installed
 TEST_STATS = ASSETS / "test_stats_fmnist.npz"  # FD-fmnist statistics of the whole test split at 32x32
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,31 +77,37 @@ def run(
     samples_per_class: int = 50,
     seed: int = 0,
     batch_size: int = 250,
+    say: Callable[[str], None] = logger.info,
+    bars: bool = True,
 ) -> DemoResult:
-    """Run the demo on the CPU and write the grid to ``out``."""
+    """Run the demo on the CPU and write the grid to ``out``. Each phase (loading, reconstruction, sampling,
+    scoring, drawing) is announced through ``say``; with ``bars``, reconstruction and sampling show progress bars
+    on stderr when it is a terminal."""
     import titok
 
-    lap = _Laps()
+    lap = _Laps(say, 5)
+    lap.start("load", "loading the tokenizer and the generator")
     tok, gen = titok.load(tokenizer), titok.load(generator)
     extractor = fmnist()
     reference = Statistics.load(TEST_STATS)
-    lap("load")
     raw, labels, _ = held_out_images(num_images)
+    lap.start("reconstruct", f"reconstructing {len(raw):,} held-out test images")
     size = Preprocess(tok.image_size)
     images = torch.stack([size(x[None]) for x in raw])
-    codes = torch.cat([tok.tokenize(b) for b in images.split(batch_size)])
-    recon = torch.cat([tok.detokenize(c).clamp(0, 1) for c in codes.split(batch_size)])
-    lap("reconstruct")
+    codes, recon = _reconstruct(tok, images, batch_size, bars)
     classes = torch.arange(gen.config.num_classes).repeat_interleave(samples_per_class)
-    rng = torch.Generator().manual_seed(seed)
-    samples = torch.cat([tok.detokenize(gen.generate(c, generator=rng)).clamp(0, 1) for c in classes.split(batch_size)])
-    lap("generate")
+    lap.start(
+        "generate",
+        f"sampling {len(classes):,} images ({samples_per_class} of each of {gen.config.num_classes} classes)",
+    )
+    samples = _sample(tok, gen, classes, batch_size, torch.Generator().manual_seed(seed), bars)
+    lap.start("score", "scoring: FD-fmnist of the reconstructions and of the samples against the test split")
     shown = round_to_uint8(recon).float() / 255
     rfd = frechet_distance(*_moments(_features(extractor, recon)), reference.mu, reference.sigma)
     gfd = frechet_distance(*_moments(_features(extractor, samples)), reference.mu, reference.sigma)
-    lap("score")
+    lap.start("grid", f"drawing the grid: {out}")
     _write_demo_grid(out, images, recon, samples, labels, gen.config.num_classes, samples_per_class)
-    lap("grid")
+    lap.start(None)
     return DemoResult(
         grid=Path(out),
         num_images=len(images),
@@ -110,15 +121,46 @@ def run(
     )
 
 
+def _bar(batches, bars: bool):
+    """``batches`` (tensors) with a progress bar counting their rows: on a terminal, and only with ``bars``."""
+    batches = list(batches)
+    with tqdm(total=sum(len(b) for b in batches), unit="img", leave=False, disable=None if bars else True) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
+
+
+def _sample(tok, gen, classes: torch.Tensor, batch_size: int, rng: torch.Generator, bars: bool) -> torch.Tensor:
+    """Samples (B, 3, S, S) in [0, 1] of ``classes``, batch by batch."""
+    batches = _bar(classes.split(batch_size), bars)
+    return torch.cat([tok.detokenize(gen.generate(c, generator=rng)).clamp(0, 1) for c in batches])
+
+
+def _reconstruct(tok, images: torch.Tensor, batch_size: int, bars: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (B, N) and reconstructions (B, 3, S, S) in [0, 1] of ``images``, batch by batch."""
+    codes, recon = [], []
+    for batch in _bar(images.split(batch_size), bars):
+        codes.append(tok.tokenize(batch))
+        recon.append(tok.detokenize(codes[-1]).clamp(0, 1))
+    return torch.cat(codes), torch.cat(recon)
+
+
 class _Laps:
-    """Call with a name to record the seconds since the previous call under it."""
+    """The phases of a run: :meth:`start` announces one through ``say`` and records the seconds of the previous."""
 
-    def __init__(self) -> None:
-        self.clock, self.seconds = time.perf_counter(), {}
+    def __init__(self, say: Callable[[str], None], phases: int) -> None:
+        self.say, self.phases, self.seconds = say, phases, {}
+        self.current: str | None = None
+        self.clock = time.perf_counter()
 
-    def __call__(self, name: str) -> None:
+    def start(self, name: str | None, what: str = "") -> None:
+        """Begin phase ``name``, described by ``what`` (None: end the last one)."""
         now = time.perf_counter()
-        self.seconds[name], self.clock = now - self.clock, now
+        if self.current is not None:
+            self.seconds[self.current] = now - self.clock
+        self.current, self.clock = name, now
+        if name is not None:
+            self.say(f"[{len(self.seconds) + 1}/{self.phases}] {what}")
 
 
 def _write_demo_grid(out, images, recon, samples, labels, num_classes: int, samples_per_class: int) -> None:

@@ -53,7 +53,7 @@ def _add_extractor(p: argparse.ArgumentParser) -> None:
         default=min(8, os.cpu_count() or 1),
         help="image-loading processes (default: the CPU count, at most 8)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal only)")
 
 
 def _add_json_output(p: argparse.ArgumentParser) -> None:
@@ -230,6 +230,7 @@ def run_gen(args: argparse.Namespace) -> int:
         sampling=sampling_settings(args, generator.config.sampling),
         export_npz=args.export_npz,
         progress=not args.no_progress,
+        say=lambda message: print(f"eval gen: {message}", file=sys.stderr, flush=True),
     )
     try:
         reference = reference_statistics(

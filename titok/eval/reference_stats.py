@@ -39,7 +39,8 @@ def image_statistics(
     dataset, described = open_source(spec, size)
     shard, scorer, skipped = current_shard(), FeatureScorer(extractor, with_is=False), []
     batches = loader(dataset, shard.part(len(dataset)), batch_size, workers)
-    for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=not progress or shard.rank != 0):
+    quiet = None if progress and shard.rank == 0 else True  # None: a bar on a terminal only
+    for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=quiet):
         skipped += batch.errors
         scorer.update(round_to_uint8(batch.images.to(extractor.device)), batch.indices)
     stats, _, count = scorer.finish(
