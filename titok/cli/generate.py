@@ -22,6 +22,7 @@ from titok.cli.common import (
 )
 from titok.cli.precision import add_precision_argument
 from titok.data.sources import SOURCES_HELP
+from titok.extras import install_hint
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -154,9 +155,12 @@ def _dataset(spec: str, size: int, limit: int | None):
 
 
 def run_pretokenize(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from titok.train.pretokenize import finished, pretokenize
+
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise CommandError(f"pretokenize needs accelerate: {install_hint('train')}") from None
 
     check_output_dir(args.output, "-o")
     state = PartialState(cpu=args.device.type == "cpu")

@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from titok.data.batch import StreamBatch
 from titok.data.images import read_image
 from titok.data.transforms import Preprocess
+from titok.extras import install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _webdataset():
     try:
         import webdataset
     except ImportError:
-        raise ImportError("reading webdataset shards needs webdataset: pip install 'titok[webdataset]'") from None
+        raise ImportError(f"reading webdataset shards needs webdataset: {install_hint('webdataset')}") from None
     return webdataset
 
 
