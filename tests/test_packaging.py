@@ -67,3 +67,11 @@ def test_the_installed_wheel_runs_outside_the_repository():
     done = subprocess.run([sys.executable, str(ROOT / ".ci" / "check_wheel.py")], capture_output=True, text=True)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "the wheel installs and runs" in done.stdout
+
+
+def test_pretokenize_without_accelerate_names_the_extra(tmp_path, monkeypatch, capsys):
+    from titok.cli import main
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # not installed
+    assert main(["pretokenize", "tok", "fashion-mnist", "-o", str(tmp_path / "t"), "--device", "cpu"]) == 2
+    assert "pretokenize needs accelerate: pip install 'titok-tokenizer[train]'" in capsys.readouterr().err
