@@ -23,7 +23,7 @@ from titok.data.shards import ShardSamples
 from titok.data.sources import data_config, resolve
 from titok.data.tokens import TokenDataset
 from titok.data.transforms import Preprocess
-from titok.data.webdataset import _webdataset
+from titok.data.webdataset import require_webdataset
 
 QUIET = ["--device", "cpu"]
 STATS = ["--extractor", "fmnist", "--workers", "0", "--no-progress", *QUIET]
@@ -83,7 +83,7 @@ def test_one_spelling_names_each_source(tmp_path, same_images):
 def test_ordered_shards_hold_every_sample_once_in_shard_order(tmp_path):
     paths = [str(p) for p in write_shards(tmp_path, 3, 4, corrupt=True)]
     samples = ShardSamples(f"{tmp_path}/train-{{0000..0002}}.tar", Preprocess(32))
-    wds = _webdataset().tariterators  # webdataset's own grouping, read sequentially
+    wds = require_webdataset().tariterators  # webdataset's own grouping, read sequentially
     with_images = []
     for path in paths:
         with open(path, "rb") as f:
@@ -99,8 +99,9 @@ def test_ordered_shards_hold_every_sample_once_in_shard_order(tmp_path):
         image, label = samples.read(i)
         index = int(sample["__key__"])
         assert torch.equal(image, fmnist.read(index)[0]) and label == int(fmnist.labels[index])
-    with pytest.raises(ValueError, match=r"sample broken0 in .*train-0000\.tar: cannot read image broken0\.jpg"):
+    with pytest.raises(ValueError, match=r"sample broken0 in .*train-0000\.tar: cannot read image broken0\.jpg") as e:
         samples.read(4)
+    assert "BytesIO" not in str(e.value)  # the entry is named, not the file object
     with pytest.raises(ValueError, match=r"sample textonly0 in .*train-0000\.tar: no image"):
         samples.read(5)
     image, label, skipped = samples[4]  # as training data: the next readable sample, counted
@@ -114,8 +115,14 @@ def test_damaged_shards_are_reported_and_the_rest_read(tmp_path):
     with open(paths[1], "r+b") as f:  # cut the second shard inside its second sample's image
         f.truncate(cut)
     (tmp_path / "train-0002.tar").write_bytes(b"\x1f\x8b" + bytes(600))  # gzip-like: not an uncompressed tar
+    with tarfile.open(tmp_path / "train-0003.tar", "w") as tar:  # a label that is not a class id
+        with tarfile.open(paths[0]) as first:
+            _add(tar, "cat.png", first.extractfile("000000.png").read())
+        _add(tar, "cat.cls", b"cat")
     samples = ShardSamples(str(tmp_path / "train-*.tar"), 32)
-    assert len(samples) == 5
+    assert len(samples) == 6
+    with pytest.raises(ValueError, match=r"sample cat in .*train-0003\.tar: its cls entry is not an integer label"):
+        samples.read(5)
     reasons = " ".join(reason for _, reason in samples.unlisted)
     assert "train-0001.tar: unreadable after 3 file(s)" in reasons
     assert "train-0002.tar: not a readable uncompressed tar file" in reasons

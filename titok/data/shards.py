@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from titok.data.datasets import IndexedImages
 from titok.data.transforms import Preprocess
-from titok.data.webdataset import IMAGE_KEYS, _webdataset, decode_sample, expand_shards
+from titok.data.webdataset import IMAGE_KEYS, decode_sample, expand_shards, require_webdataset
 
 logger = logging.getLogger(__name__)
 
@@ -108,4 +108,4 @@ def _samples(url: str, unlisted: list[tuple[Path, str]]) -> list[dict[str, Any]]
         logger.warning("in shard %s: %s", url, exn.args[0] if exn.args else exn)
         return True
 
-    return list(_webdataset().tariterators.group_by_keys(files, handler=duplicate))
+    return list(require_webdataset().tariterators.group_by_keys(files, handler=duplicate))

@@ -53,7 +53,7 @@ _DRAWS = 1024  # buffer slots drawn at a time
 T = TypeVar("T")
 
 
-def _webdataset():
+def require_webdataset():
     try:
         import webdataset
     except ImportError:
@@ -65,7 +65,7 @@ def expand_shards(spec: str) -> list[str]:
     """The shard files of ``spec`` (files, folders, globs and brace patterns joined by ``::``), in the given order
     (globs and folders sorted). Raises ``FileNotFoundError`` naming the pattern that matched nothing."""
     found: list[str] = []
-    for pattern in _webdataset().shardlists.expand_urls(spec):
+    for pattern in require_webdataset().shardlists.expand_urls(spec):
         path = Path(pattern)
         if path.is_dir():
             files = sorted(str(p) for p in path.glob("*.tar"))
@@ -215,7 +215,7 @@ class ShardStream(IterableDataset):
     def _samples(self, index: int, errors: list[Exception]) -> Iterator[dict[str, Any]]:
         """The raw samples of shard ``index``, read one at a time; each read error is logged and appended to
         ``errors`` (webdataset may report one broken tar several times)."""
-        wds, url = _webdataset(), self.shards[index]
+        wds, url = require_webdataset(), self.shards[index]
 
         def handler(exn: Exception) -> bool:
             errors.append(exn)
@@ -250,7 +250,10 @@ def decode_sample(sample: dict[str, Any], size: int) -> tuple[Any, int]:
     data.name = f"{sample.get('__key__')}.{key}"  # read_image's errors name it
     try:
         array = read_image(data, size)
+    except ValueError as e:  # Pillow names a file object by its repr: name the entry instead
+        raise ValueError(f"{name}: {str(e).replace(repr(data), repr(data.name))}") from None
+    try:
         label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
-    except ValueError as e:  # read_image's errors, a cls that is not an integer or not UTF-8
-        raise ValueError(f"unreadable {name}: {e}") from None
+    except ValueError as e:  # not UTF-8, or not an integer
+        raise ValueError(f"{name}: its cls entry is not an integer label ({e})") from None
     return array, label
