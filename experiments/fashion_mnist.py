@@ -7,7 +7,7 @@
 Every model is trained with the project's own recipes (``titok train tokenizer``) on the train split; every score
 comes from ``titok eval`` on the test split, with titok's Fashion-MNIST feature classifier (FD-fmnist). The shipped
 tokenizer and generator (``titok/assets/fashion_mnist``) are evaluated as they are; their training commands are in
-``docs/fashion-mnist.md``. ``report`` needs matplotlib (``pip install 'titok[dev]'``).
+``docs/fashion-mnist.md``. ``report`` needs matplotlib (``pip install 'titok-tokenizer[train]'``).
 """
 
 from __future__ import annotations

@@ -265,3 +265,16 @@ def test_classifier_feature_loss_names_what_is_missing(tmp_path):
         build_perceptual(0.0, 0.0, fmnist_feature_weight=1.0)
     with pytest.raises(FileNotFoundError, match=r"python -m titok.metrics.fmnist --seed 1 -o .*nope.safetensors"):
         build_perceptual(0.0, 0.0, fmnist_feature_weight=1.0, fmnist_feature_network=str(tmp_path / "nope.safetensors"))
+
+
+def test_the_shipped_perceptual_classifier_is_not_the_fd_network():
+    from titok.losses.features import SHIPPED, ClassifierFeatureLoss
+    from titok.metrics.fmnist import WEIGHTS, load_classifier
+
+    loss = ClassifierFeatureLoss("shipped")  # the name recipes use
+    mine = dict(loss.classifier.named_parameters())
+    theirs = dict(load_classifier(WEIGHTS).named_parameters())
+    assert SHIPPED.is_file() and mine.keys() == theirs.keys()
+    assert all(not torch.equal(mine[k], theirs[k]) for k in mine)  # another seed: other weights everywhere
+    images, g = torch.rand(2, 3, 32, 32), torch.Generator().manual_seed(1)
+    assert float(loss(images, torch.rand(2, 3, 32, 32, generator=g))) > 0

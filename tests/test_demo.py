@@ -36,7 +36,17 @@ def _demo_args(tmp_path, ordered: bool = False) -> list[str]:
 def test_demo_with_given_models(tmp_path, capsys):
     out = tmp_path / "demo.png"
     assert main(_demo_args(tmp_path)) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    phases = [
+        "demo [1/5] loading the tokenizer and the generator",
+        "demo [2/5] reconstructing 40 held-out test images",
+        "demo [3/5] sampling 40 images (4 of each of 10 classes)",
+        "demo [4/5] scoring: FD-fmnist",
+        f"demo [5/5] drawing the grid: {out}",
+    ]
+    positions = [captured.err.find(phase) for phase in phases]  # on stderr, in this order
+    assert -1 not in positions and positions == sorted(positions), captured.err
     assert "PSNR" in printed and "rFD-fmnist" in printed and "gFD-fmnist" in printed and "seconds:" in printed
     codes = printed.split("codes: ")[1].splitlines()[0].split()
     assert len(codes) == 4 and all(0 <= int(c) < 32 for c in codes)
@@ -77,3 +87,20 @@ def test_the_demo_assets_agree_with_the_test_split():
     ref = Statistics.load(demo.TEST_STATS)
     assert ref.count == 10_000 and ref.meta["extractor"] == "fmnist-cnn"
     assert frechet_distance(mine.mu, mine.sigma, ref.mu, ref.sigma) < 0.5  # 1,000 of its own images
+
+
+def test_the_prefix_row_comes_from_the_shipped_ordered_tokenizer_beside_the_shipped_one(tmp_path, monkeypatch):
+    from titok import demo, load
+
+    build_model(tiny_titok()).save_pretrained(tmp_path / "fixed")
+    build_model(tiny_titok(ordered=True)).save_pretrained(tmp_path / "ordered")
+    monkeypatch.setattr(demo, "TOKENIZER", tmp_path / "fixed")
+    fixed = load(tmp_path / "fixed")
+    monkeypatch.setattr(demo, "ORDERED_TOKENIZER", tmp_path / "ordered")
+    chosen = demo._prefix_tokenizer(fixed, tmp_path / "fixed")  # the shipped (fixed) tokenizer: its ordered twin
+    assert chosen is not None and chosen.config.ordered
+    assert demo._prefix_tokenizer(fixed, tmp_path / "other") is None  # another fixed tokenizer: no row
+    ordered = load(tmp_path / "ordered")
+    assert demo._prefix_tokenizer(ordered, tmp_path / "ordered") is ordered
+    monkeypatch.setattr(demo, "ORDERED_TOKENIZER", tmp_path / "missing")
+    assert demo._prefix_tokenizer(fixed, tmp_path / "fixed") is None  # not installed: no row

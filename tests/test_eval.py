@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import titok
 from titok.cli import main
 from titok.data.datasets import FashionMNIST
 from titok.data.images import load_image
-from titok.eval.data import NpzImages
+from titok.data.npz import NpzImages
 from titok.eval.reference_stats import image_statistics
 from titok.metrics.extractors import fmnist
 from titok.metrics.fid import FeatureStats, InceptionScore, Statistics, frechet_distance
@@ -144,6 +145,10 @@ def test_gen_end_to_end_with_export_and_cached_reference(ws, monkeypatch, capsys
     args = ["eval", "gen", str(ws / "vq2d"), str(ws / "gen"), "--ref", str(ws / "images"), "--num", "25"]
     args += ["--batch-size", "10", "--steps", "2", "--export-npz", str(npz), "--cache-dir", str(cache), "-o", str(out)]
     assert main(args + COMMON) == 0
+    said = capsys.readouterr().err  # before sampling: how many; after the first batch: how long, how fast
+    assert "eval gen: generating 25 samples in batches of 10" in said
+    estimate = r"generating 25 samples: about [\d,]+ (s|min) at [\d,.]+ samples/s \(timed on the first batch of 10\)"
+    assert re.search("eval gen: " + estimate, said), said
     report = _json(out)
     assert report["num_images"] == 25 and report["values"]["gFD-fmnist"] > 0
     sampling = report["protocol"]["sampling"]

@@ -170,5 +170,5 @@ def test_wandb_is_an_extra_that_the_error_names(tmp_path, monkeypatch):
     extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert any(req.startswith("wandb") for req in extras["optional-dependencies"]["wandb"])
     monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
-    with pytest.raises(ImportError, match=r"titok\[wandb\]"):
+    with pytest.raises(ImportError, match=r"pip install 'titok-tokenizer\[wandb\]'"):
         MetricsLogger(tmp_path, enabled=True, tensorboard=False, wandb_project="p", resume_step=None, recipe={})

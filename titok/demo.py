@@ -10,12 +10,15 @@ grid as it always was (prefixes of its codes are not meant to decode).
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from titok.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
 from titok.data.images import round_to_uint8
@@ -28,9 +31,12 @@ from titok.metrics.image import psnr
 ASSETS = Path(__file__).resolve().parent / "assets" / "fashion_mnist"
 TOKENIZER = ASSETS / "tokenizer"
 GENERATOR = ASSETS / "generator"
+ORDERED_TOKENIZER = ASSETS / "ordered_tokenizer"  # the prefix row of the demo's grid, beside the shipped tokenizer
 TEST_IMAGES = ASSETS / "test_images.npz"  # held-out test images, in case Debian's package is not installed
 TEST_STATS = ASSETS / "test_stats_fmnist.npz"  # FD-fmnist statistics of the whole test split at 32x32
 PREFIXES = (1, 2, 4, 8, 16, 32)  # the prefix lengths an ordered tokenizer's row shows (capped at its N)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,33 +83,40 @@ def run(
     samples_per_class: int = 50,
     seed: int = 0,
     batch_size: int = 250,
+    say: Callable[[str], None] = logger.info,
+    bars: bool = True,
 ) -> DemoResult:
-    """Run the demo on the CPU and write the grid to ``out``."""
+    """Run the demo on the CPU and write the grid to ``out``. Each phase (loading, reconstruction, sampling,
+    scoring, drawing) is announced through ``say``; with ``bars``, reconstruction and sampling show progress bars
+    on stderr when it is a terminal."""
     import titok
 
-    lap = _Laps()
+    lap = _Laps(say, 5)
+    lap.start("load", "loading the tokenizer and the generator")
     tok, gen = titok.load(tokenizer), titok.load(generator)
     extractor = fmnist()
     reference = Statistics.load(TEST_STATS)
-    lap("load")
     raw, labels, _ = held_out_images(num_images)
+    lap.start("reconstruct", f"reconstructing {len(raw):,} held-out test images")
     size = Preprocess(tok.image_size)
     images = torch.stack([size(x[None]) for x in raw])
-    codes = torch.cat([tok.tokenize(b) for b in images.split(batch_size)])
-    recon = torch.cat([tok.detokenize(c).clamp(0, 1) for c in codes.split(batch_size)])
+    codes, recon = _reconstruct(tok, images, batch_size, bars)
     shown = int((labels == 0).nonzero()[0])  # the first column's image (class 0)
-    prefixes = _prefixes(tok, codes, images, shown, batch_size) if getattr(tok.config, "ordered", False) else {}
-    lap("reconstruct")
+    prefix_tok = _prefix_tokenizer(tok, tokenizer)
+    prefixes = {} if prefix_tok is None else _prefixes(prefix_tok, tok, codes, images, shown, batch_size)
     classes = torch.arange(gen.config.num_classes).repeat_interleave(samples_per_class)
-    rng = torch.Generator().manual_seed(seed)
-    samples = torch.cat([tok.detokenize(gen.generate(c, generator=rng)).clamp(0, 1) for c in classes.split(batch_size)])
-    lap("generate")
+    lap.start(
+        "generate",
+        f"sampling {len(classes):,} images ({samples_per_class} of each of {gen.config.num_classes} classes)",
+    )
+    samples = _sample(tok, gen, classes, batch_size, torch.Generator().manual_seed(seed), bars)
+    lap.start("score", "scoring: FD-fmnist of the reconstructions and of the samples against the test split")
     shown = round_to_uint8(recon).float() / 255
     rfd = frechet_distance(*_moments(_features(extractor, recon)), reference.mu, reference.sigma)
     gfd = frechet_distance(*_moments(_features(extractor, samples)), reference.mu, reference.sigma)
-    lap("score")
+    lap.start("grid", f"drawing the grid: {out}")
     _write_demo_grid(out, images, recon, samples, labels, gen.config.num_classes, samples_per_class, prefixes)
-    lap("grid")
+    lap.start(None)
     return DemoResult(
         grid=Path(out),
         num_images=len(images),
@@ -118,26 +131,71 @@ def run(
     )
 
 
-def _prefixes(tok, codes, images, shown: int, batch_size: int) -> dict[int, tuple[torch.Tensor, float]]:
-    """Per prefix length k (PREFIXES capped at N): image ``shown`` reconstructed from its first k codes (3, S, S),
-    and the mean PSNR of every image's reconstruction from k codes (as PNGs hold them)."""
-    lengths = sorted({min(k, tok.num_tokens) for k in PREFIXES})
+def _prefix_tokenizer(tok, tokenizer):
+    """The tokenizer whose prefixes the grid's last row shows: ``tok`` when it is ordered; with the shipped tokenizer,
+    the shipped ordered one (when installed); else None (no row)."""
+    if getattr(tok.config, "ordered", False):
+        return tok
+    if Path(tokenizer) == TOKENIZER and (ORDERED_TOKENIZER / "config.json").is_file():
+        import titok
+
+        return titok.load(ORDERED_TOKENIZER)
+    return None
+
+
+def _prefixes(prefix_tok, tok, codes, images, shown: int, batch_size: int) -> dict[int, tuple[torch.Tensor, float]]:
+    """Per prefix length k (PREFIXES capped at N): image ``shown`` reconstructed from the first k codes of
+    ``prefix_tok`` (3, S, S), and the mean PSNR of every image's reconstruction from k codes (as PNGs hold them).
+    ``codes`` are ``tok``'s, reused when ``prefix_tok`` is ``tok``."""
+    if prefix_tok is not tok:
+        codes = torch.cat([prefix_tok.tokenize(b) for b in images.split(batch_size)])
     out = {}
-    for k in lengths:
-        recon = torch.cat([tok.detokenize(c[:, :k]).clamp(0, 1) for c in codes.split(batch_size)])
+    for k in sorted({min(k, prefix_tok.num_tokens) for k in PREFIXES}):
+        recon = torch.cat([prefix_tok.detokenize(c[:, :k]).clamp(0, 1) for c in codes.split(batch_size)])
         out[k] = (recon[shown], float(psnr(round_to_uint8(recon).float() / 255, images).mean()))
     return out
 
 
+def _bar(batches, bars: bool):
+    """``batches`` (tensors) with a progress bar counting their rows: on a terminal, and only with ``bars``."""
+    batches = list(batches)
+    with tqdm(total=sum(len(b) for b in batches), unit="img", leave=False, disable=None if bars else True) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
+
+
+def _sample(tok, gen, classes: torch.Tensor, batch_size: int, rng: torch.Generator, bars: bool) -> torch.Tensor:
+    """Samples (B, 3, S, S) in [0, 1] of ``classes``, batch by batch."""
+    batches = _bar(classes.split(batch_size), bars)
+    return torch.cat([tok.detokenize(gen.generate(c, generator=rng)).clamp(0, 1) for c in batches])
+
+
+def _reconstruct(tok, images: torch.Tensor, batch_size: int, bars: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (B, N) and reconstructions (B, 3, S, S) in [0, 1] of ``images``, batch by batch."""
+    codes, recon = [], []
+    for batch in _bar(images.split(batch_size), bars):
+        codes.append(tok.tokenize(batch))
+        recon.append(tok.detokenize(codes[-1]).clamp(0, 1))
+    return torch.cat(codes), torch.cat(recon)
+
+
 class _Laps:
-    """Call with a name to record the seconds since the previous call under it."""
+    """The phases of a run: :meth:`start` announces one through ``say`` and records the seconds of the previous."""
 
-    def __init__(self) -> None:
-        self.clock, self.seconds = time.perf_counter(), {}
+    def __init__(self, say: Callable[[str], None], phases: int) -> None:
+        self.say, self.phases, self.seconds = say, phases, {}
+        self.current: str | None = None
+        self.clock = time.perf_counter()
 
-    def __call__(self, name: str) -> None:
+    def start(self, name: str | None, what: str = "") -> None:
+        """Begin phase ``name``, described by ``what`` (None: end the last one)."""
         now = time.perf_counter()
-        self.seconds[name], self.clock = now - self.clock, now
+        if self.current is not None:
+            self.seconds[self.current] = now - self.clock
+        self.current, self.clock = name, now
+        if name is not None:
+            self.say(f"[{len(self.seconds) + 1}/{self.phases}] {what}")
 
 
 def _write_demo_grid(out, images, recon, samples, labels, num_classes: int, samples_per_class: int, prefixes) -> None:

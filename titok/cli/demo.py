@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from titok.cli.common import CommandError, check_output_file
 from titok.cli.precision import add_precision_argument
@@ -21,6 +22,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=1000, help="test images to reconstruct (default 1000)")
     p.add_argument("--samples-per-class", type=int, default=50, help="default 50")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the phases are still named)")
     add_precision_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(run=run_demo)
@@ -43,6 +45,8 @@ def run_demo(args: argparse.Namespace) -> int:
             num_images=args.images,
             samples_per_class=args.samples_per_class,
             seed=args.seed,
+            say=lambda message: print(f"demo {message}", file=sys.stderr, flush=True),
+            bars=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as e:
         raise CommandError(str(e)) from None

@@ -22,6 +22,7 @@ from titok.cli.common import (
     torch,
 )
 from titok.cli.precision import add_precision_argument
+from titok.data.sources import SOURCES_HELP
 
 PROTOCOL = (
     "Images are converted to RGB, resized so that their shorter side is the tokenizer's resolution (bicubic, "
@@ -29,9 +30,7 @@ PROTOCOL = (
     "Inception features are torch-fidelity's FID Inception-v3 in float64 with the pytorch-fid weights (SHA-256 "
     "checked); IS uses its unbiased logits over 10 contiguous splits."
 )
-DATA_HELP = (
-    "a folder of images (searched recursively), an .npz with arr_0 (N x H x W x 3 uint8), or fashion-mnist:SPLIT"
-)
+DATA_HELP = f"{SOURCES_HELP} (a bare fashion-mnist: its test split)"
 
 
 def _add_extractor(p: argparse.ArgumentParser) -> None:
@@ -54,7 +53,7 @@ def _add_extractor(p: argparse.ArgumentParser) -> None:
         default=min(8, os.cpu_count() or 1),
         help="image-loading processes (default: the CPU count, at most 8)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (shown on a terminal only)")
 
 
 def _add_json_output(p: argparse.ArgumentParser) -> None:
@@ -231,6 +230,7 @@ def run_gen(args: argparse.Namespace) -> int:
         sampling=sampling_settings(args, generator.config.sampling),
         export_npz=args.export_npz,
         progress=not args.no_progress,
+        say=lambda message: print(f"eval gen: {message}", file=sys.stderr, flush=True),
     )
     try:
         reference = reference_statistics(

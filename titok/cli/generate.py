@@ -21,6 +21,8 @@ from titok.cli.common import (
     torch,
 )
 from titok.cli.precision import add_precision_argument
+from titok.data.sources import SOURCES_HELP
+from titok.extras import install_hint
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "Under torchrun/accelerate each process encodes its own slice.",
     )
     add_model_argument(p, "tokenizer", "--weights")
-    p.add_argument("data", help="a folder of images (class subfolders give labels) or fashion-mnist[:train|:test]")
+    p.add_argument("data", help=f"{SOURCES_HELP} (a bare fashion-mnist: its train split)")
     p.add_argument("-o", "--output", required=True, help="the tokens folder to write")
     p.add_argument("--flip", action="store_true", help="also store each image's horizontally flipped copy")
     p.add_argument("--limit", type=int, help="only the first N images")
@@ -185,21 +187,22 @@ def _write_grid(out: str, images: torch.Tensor, labels: torch.Tensor | None, per
 
 
 def _dataset(spec: str, size: int, limit: int | None):
-    from titok.data.build import DataConfig, build_dataset
+    """The dataset ``spec`` names (a bare ``fashion-mnist`` is its training split), in order, with evaluation
+    preprocessing (center crop, no flips), and its description for the tokens folder's metadata."""
+    from titok.data.build import build_dataset
+    from titok.data.sources import data_config
 
-    if spec.startswith("fashion-mnist") or spec.startswith("fashion_mnist"):
-        split = spec.split(":", 1)[1] if ":" in spec else "train"
-        cfg = DataConfig(source="fashion_mnist", split=split, limit=limit)  # type: ignore[arg-type]
-    else:
-        cfg = DataConfig(source="folder", path=spec, limit=limit)
-    cfg = cfg.replace(random_crop=False, random_flip=False)  # evaluation preprocessing: center crop, no flips
-    return build_dataset(cfg, size, train=False), cfg.to_dict()
+    cfg = data_config(spec, limit=limit, split="train")
+    return build_dataset(cfg, size, train=False, ordered=True), cfg.to_dict()
 
 
 def run_pretokenize(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from titok.train.pretokenize import finished, pretokenize
+
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise CommandError(f"pretokenize needs accelerate: {install_hint('train')}") from None
 
     check_output_dir(args.output, "-o")
     state = PartialState(cpu=args.device.type == "cpu")

@@ -1,4 +1,5 @@
-"""Map-style image datasets: Fashion-MNIST (Debian's ``dataset-fashion-mnist``) and folders of image files.
+"""Map-style image datasets: Fashion-MNIST (Debian's ``dataset-fashion-mnist``) and folders of image files (and
+the base of those of :mod:`titok.data.npz` and :mod:`titok.data.shards`).
 
 Items are ``(image, label, skipped)``: image (3, S, S) float32 in [0, 1] after :class:`Preprocess`, label int
 (-1 when there is none), and the number of unreadable files passed over to serve this item (0 almost always; it
@@ -54,7 +55,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     return body.reshape(dims)
 
 
-class _Indexed(Dataset, abc.ABC):
+class IndexedImages(Dataset, abc.ABC):
+    """A map-style dataset of images: :meth:`raw` reads item ``index``'s pixels and label; :meth:`read` gives it
+    with evaluation preprocessing; indexing gives training items, an unreadable one replaced by the next readable."""
+
     def __init__(self, preprocess: Preprocess) -> None:
         self.preprocess = preprocess
 
@@ -64,11 +68,33 @@ class _Indexed(Dataset, abc.ABC):
         return LabeledBatch(*self.load(index, seed))
 
     @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def raw(self, index: int) -> tuple[np.ndarray | torch.Tensor, int]:
+        """Item ``index`` before preprocessing, as :class:`Preprocess` takes it, and its label (-1: none); raises
+        ``ValueError`` naming the item if it cannot be read."""
+
+    def read(self, index: int) -> tuple[torch.Tensor, int]:
+        """Item ``index`` with evaluation preprocessing (resize, center crop) and its label; ``ValueError`` naming
+        the item if it cannot be read."""
+        array, label = self.raw(index)
+        return self.preprocess(array), label
+
     def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
-        """Item ``index`` preprocessed with augmentation ``seed``: (image, label, skipped)."""
+        """Item ``index`` preprocessed with augmentation ``seed``: (image, label, skipped). An unreadable item is
+        logged and the next readable one served instead; ``skipped`` counts those passed over."""
+        for attempt in range(len(self)):
+            try:
+                array, label = self.raw((index + attempt) % len(self))
+            except ValueError as e:
+                logger.warning("skipped unreadable image: %s", e)
+                continue
+            return self.preprocess(array, seed), label, attempt
+        raise ValueError(f"none of the {len(self)} items of the dataset is a readable image")
 
 
-class FashionMNIST(_Indexed):
+class FashionMNIST(IndexedImages):
     """Fashion-MNIST, 60,000 training and 10,000 test images of 10 classes, grayscale -> RGB."""
 
     classes = FASHION_MNIST_CLASSES
@@ -93,17 +119,17 @@ class FashionMNIST(_Indexed):
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
-        return self.preprocess(self.images[index][None], seed), int(self.labels[index]), 0
+    def raw(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index][None], int(self.labels[index])
 
 
-class ImageFolder(_Indexed):
+class ImageFolder(IndexedImages):
     """Image files under ``root``; with class subfolders, each subfolder is a class (sorted names -> 0, 1, ...).
 
     A file that cannot be read is logged and the next readable file is served in its place (the item's ``skipped``
-    count says how many were passed over), so one corrupt file never stops a long run. FIFOs, link loops and
-    folders that cannot be listed are left out and logged (see :func:`~titok.data.files.find_images`). A folder
-    with no images is an error.
+    count says how many were passed over), so one corrupt file never stops a long run (:meth:`read` raises
+    instead). FIFOs, link loops and folders that cannot be listed are left out and logged (see
+    :func:`~titok.data.files.find_images`). A folder with no images is an error.
     """
 
     def __init__(self, root: str | Path, preprocess: Preprocess) -> None:
@@ -126,13 +152,5 @@ class ImageFolder(_Indexed):
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, index: int, seed: int | None) -> tuple[torch.Tensor, int, int]:
-        for attempt in range(len(self.files)):
-            i = (index + attempt) % len(self.files)
-            try:
-                array = read_image(self.files[i], self.preprocess.size)
-            except ValueError as e:
-                logger.warning("skipped unreadable image: %s", e)
-                continue
-            return self.preprocess(array, seed), self.labels[i], attempt
-        raise ValueError(f"none of the {len(self.files)} files under the dataset root is a readable image")
+    def raw(self, index: int) -> tuple[np.ndarray, int]:
+        return read_image(self.files[index], self.preprocess.size), self.labels[index]

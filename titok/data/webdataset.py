@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from titok.data.batch import StreamBatch
 from titok.data.images import read_image
 from titok.data.transforms import Preprocess
+from titok.extras import install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -53,19 +53,19 @@ _DRAWS = 1024  # buffer slots drawn at a time
 T = TypeVar("T")
 
 
-def _webdataset():
+def require_webdataset():
     try:
         import webdataset
     except ImportError:
-        raise ImportError("reading webdataset shards needs webdataset: pip install 'titok[webdataset]'") from None
+        raise ImportError(f"reading webdataset shards needs webdataset: {install_hint('webdataset')}") from None
     return webdataset
 
 
 def expand_shards(spec: str) -> list[str]:
     """The shard files of ``spec`` (files, folders, globs and brace patterns joined by ``::``), in the given order
-    (globs and folders sorted). Raises ``FileNotFoundError`` naming what matched nothing."""
+    (globs and folders sorted). Raises ``FileNotFoundError`` naming the pattern that matched nothing."""
     found: list[str] = []
-    for pattern in _webdataset().shardlists.expand_urls(spec):
+    for pattern in require_webdataset().shardlists.expand_urls(spec):
         path = Path(pattern)
         if path.is_dir():
             files = sorted(str(p) for p in path.glob("*.tar"))
@@ -74,7 +74,7 @@ def expand_shards(spec: str) -> list[str]:
         else:
             files = [pattern] if path.is_file() else []
         if not files:
-            raise FileNotFoundError(f"data.path {spec!r}: {pattern} matches no shard file")
+            raise FileNotFoundError(f"webdataset shards {spec!r}: {pattern} matches no shard file")
         found.extend(files)
     return found
 
@@ -215,7 +215,7 @@ class ShardStream(IterableDataset):
     def _samples(self, index: int, errors: list[Exception]) -> Iterator[dict[str, Any]]:
         """The raw samples of shard ``index``, read one at a time; each read error is logged and appended to
         ``errors`` (webdataset may report one broken tar several times)."""
-        wds, url = _webdataset(), self.shards[index]
+        wds, url = require_webdataset(), self.shards[index]
 
         def handler(exn: Exception) -> bool:
             errors.append(exn)
@@ -230,15 +230,30 @@ class ShardStream(IterableDataset):
             handler(e)
 
     def _decode(self, sample: dict[str, Any], seed: int) -> tuple[torch.Tensor, int] | None:
-        key = next((k for k in IMAGE_KEYS if k in sample), None)
-        name = f"{sample.get('__key__')} in {sample.get('__url__')}"
-        if key is None:
-            logger.warning("skipped sample %s: no image (%s)", name, ", ".join(IMAGE_KEYS))
-            return None
         try:
-            array = read_image(io.BytesIO(sample[key]), self.preprocess.size)
-            label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, UnicodeDecodeError) as e:
-            logger.warning("skipped unreadable sample %s: %s", name, e)
+            array, label = decode_sample(sample, self.preprocess.size)
+        except ValueError as e:
+            logger.warning("skipped %s", e)
             return None
         return self.preprocess(array, seed), label
+
+
+def decode_sample(sample: dict[str, Any], size: int) -> tuple[Any, int]:
+    """A webdataset sample's image (its first :data:`IMAGE_KEYS` entry, decoded by
+    :func:`~titok.data.images.read_image` for resizing to ``size``) and label (its ``cls`` entry, -1 when there is
+    none). Raises ``ValueError`` naming the sample (its key and shard) when either cannot be read."""
+    key = next((k for k in IMAGE_KEYS if k in sample), None)
+    name = f"sample {sample.get('__key__')} in {sample.get('__url__')}"
+    if key is None:
+        raise ValueError(f"{name}: no image ({', '.join(IMAGE_KEYS)})")
+    data = io.BytesIO(sample[key])
+    data.name = f"{sample.get('__key__')}.{key}"  # read_image's errors name it
+    try:
+        array = read_image(data, size)
+    except ValueError as e:  # Pillow names a file object by its repr: name the entry instead
+        raise ValueError(f"{name}: {str(e).replace(repr(data), repr(data.name))}") from None
+    try:
+        label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
+    except ValueError as e:  # not UTF-8, or not an integer
+        raise ValueError(f"{name}: its cls entry is not an integer label ({e})") from None
+    return array, label

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from titok.eval.data import npz_array_location
+from titok.data.npz import npz_array_location
 
 
 class NpzWriter:

@@ -4,6 +4,8 @@ reference statistics, with the samples optionally exported for the ADM evaluator
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +40,8 @@ class GenOptions:
     seed: int = 42
     sampling: SamplingConfig | None = None  # None: the generator's own (generator.config.sampling)
     export_npz: str | None = None
-    progress: bool = True
+    progress: bool = True  # progress bars (on a terminal)
+    say: Callable[[str], None] = logger.info  # what the job is about to do, and how long it will take
 
 
 def balanced_labels(num: int, num_classes: int) -> torch.Tensor:
@@ -67,20 +70,48 @@ def _sample_and_score(
     writer = NpzWriter(shard_path(opts.export_npz, *shard), len(mine), size, size) if opts.export_npz else None
     g = torch.Generator(generator.device).manual_seed(opts.seed + shard.rank)
     starts = range(mine.start, mine.stop, opts.batch_size)
+    eta = _Estimate(opts, shard, len(mine))
+    quiet = None if opts.progress and shard.rank == 0 else True  # None: bars on a terminal only
     try:
-        for start in tqdm(starts, desc="eval gen", unit="batch", disable=not opts.progress or shard.rank != 0):
+        for start in tqdm(starts, desc="eval gen", unit="batch", disable=quiet):
             indices = torch.arange(start, min(start + opts.batch_size, mine.stop))
             codes = generator.generate(labels[indices], sampling=settings, generator=g)
             images = round_to_uint8(tokenizer.detokenize(codes))
             scorer.update(images, indices)
             if writer is not None:
                 writer.write(images.permute(0, 2, 3, 1).cpu().numpy(), labels[indices].numpy())
+            eta.batch_done(len(indices))
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     if writer is not None:
         writer.close()
+
+
+class _Estimate:
+    """Says, on the main process, how many samples the job makes before it starts and, once the first batch is
+    timed, about how long the whole will take at that speed (every process being as fast)."""
+
+    def __init__(self, opts: GenOptions, shard: Shard, mine: int) -> None:
+        self.say = opts.say if shard.rank == 0 else None
+        self.num, self.world, self.mine = opts.num, shard.world, mine
+        self.done, self.start = 0, time.perf_counter()
+        processes = f" on {shard.world} processes" if shard.world > 1 else ""
+        if self.say is not None:
+            self.say(f"generating {opts.num:,} samples{processes} in batches of {opts.batch_size}")
+
+    def batch_done(self, n: int) -> None:
+        first, self.done = self.done == 0, self.done + n
+        if not first or self.say is None or self.done >= self.mine:
+            return
+        rate = n / max(time.perf_counter() - self.start, 1e-9)  # this process's samples per second
+        seconds = self.mine / rate
+        took = f"about {seconds / 60:,.0f} min" if seconds >= 90 else f"about {max(1, round(seconds))} s"
+        self.say(
+            f"generating {self.num:,} samples: {took} at {rate * self.world:,.1f} samples/s "
+            f"(timed on the first batch of {n})"
+        )
 
 
 def evaluate_generation(

@@ -116,7 +116,8 @@ def evaluate_reconstruction(
     )
     generator = torch.Generator(device).manual_seed(opts.seed + shard.rank)
     batches = loader(dataset, shard.part(total), opts.batch_size, opts.workers)
-    for batch in tqdm(batches, desc="eval recon", unit="batch", disable=not opts.progress or shard.rank != 0):
+    quiet = None if opts.progress and shard.rank == 0 else True  # None: a bar on a terminal only
+    for batch in tqdm(batches, desc="eval recon", unit="batch", disable=quiet):
         acc.skipped += batch.errors
         if len(batch.images):
             images = batch.images.to(device)

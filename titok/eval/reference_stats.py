@@ -1,5 +1,6 @@
-"""Reference statistics for gFID: read from an ``.npz`` of ``mu``/``sigma``, or computed from real images (a folder,
-an ADM reference batch's ``arr_0``, Fashion-MNIST) and cached under a key of source, extractor and preprocessing."""
+"""Reference statistics for gFID: read from an ``.npz`` of ``mu``/``sigma``, or computed from real images (any data
+source: a folder, webdataset shards, an ADM reference batch's ``arr_0``, Fashion-MNIST) and cached under a key of
+source, extractor and preprocessing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from titok.data.images import round_to_uint8
-from titok.eval.data import FASHION_MNIST, loader, open_source
+from titok.data.sources import data_config, describe, source_files
+from titok.eval.data import loader, open_source
 from titok.eval.dist import barrier, current_shard, gather_lists
 from titok.eval.scoring import FeatureScorer, preprocessing
 from titok.io import check_npz
@@ -37,7 +39,8 @@ def image_statistics(
     dataset, described = open_source(spec, size)
     shard, scorer, skipped = current_shard(), FeatureScorer(extractor, with_is=False), []
     batches = loader(dataset, shard.part(len(dataset)), batch_size, workers)
-    for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=not progress or shard.rank != 0):
+    quiet = None if progress and shard.rank == 0 else True  # None: a bar on a terminal only
+    for batch in tqdm(batches, desc="reference statistics", unit="batch", disable=quiet):
         skipped += batch.errors
         scorer.update(round_to_uint8(batch.images.to(extractor.device)), batch.indices)
     stats, _, count = scorer.finish(
@@ -50,15 +53,8 @@ def image_statistics(
     return stats, skipped
 
 
-def _fingerprint(spec: str) -> str:
-    """Changes when the images of ``spec`` change: count, total size and newest modification time of its files."""
-    from titok.data.datasets import FASHION_MNIST_DIR
-    from titok.data.images import find_images
-
-    if spec.startswith(FASHION_MNIST):
-        files = sorted(FASHION_MNIST_DIR.glob("*-ubyte.gz"))
-    else:
-        files = [Path(spec)] if Path(spec).is_file() else find_images([spec])
+def _fingerprint(files: list[Path]) -> str:
+    """Changes when the images change: count, total size and newest modification time of their files."""
     stats = [f.stat() for f in files]
     return f"{len(stats)}:{sum(s.st_size for s in stats)}:{max((s.st_mtime_ns for s in stats), default=0)}"
 
@@ -89,8 +85,8 @@ def reference_statistics(
     path = Path(spec)
     if path.suffix == ".npz" and path.is_file() and _holds_statistics(path):
         return Statistics.load(path)
-    source = spec if spec.startswith(FASHION_MNIST) else str(path.resolve())
-    key = {"source": source, "files": _fingerprint(spec), "size": size, **extractor.describe()}
+    cfg = data_config(spec)
+    key = {"source": describe(cfg), "files": _fingerprint(source_files(cfg)), "size": size, **extractor.describe()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem or "images")
     cached = Path(cache_dir or default_cache_dir()) / f"{name}-{extractor.name}-{size}-{digest}.npz"

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from titok.extras import install_hint
+
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 CONVNEXT_S_URL = "https://download.pytorch.org/models/convnext_small-0c510722.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,7 +57,7 @@ def _import_lpips():
     try:
         import lpips
     except ImportError:
-        raise ImportError("the LPIPS loss needs the lpips package: pip install 'titok[train]'") from None
+        raise ImportError(f"the LPIPS loss needs the lpips package: {install_hint('train')}") from None
     return lpips
 
 

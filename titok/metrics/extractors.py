@@ -22,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from titok.extras import install_hint
+
 logger = logging.getLogger(__name__)
 
 INCEPTION_URL = (
@@ -154,7 +156,7 @@ class InceptionExtractor(FeatureExtractor):
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError:
-            raise ImportError("the FID Inception network needs torch-fidelity: pip install 'titok[eval]'") from None
+            raise ImportError(f"the FID Inception network needs torch-fidelity: {install_hint('eval')}") from None
         path = find_inception_weights(weights)
         self.sha256 = sha256_file(path)
         if verify and self.sha256 != INCEPTION_SHA256:

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from titok.extras import install_hint
+
 LPIPS_BACKBONES = {  # lpips net name -> torchvision's file name of its ImageNet weights
     "alex": "alexnet-owt-7be5be79.pth",
     "vgg": "vgg16-397923af.pth",
@@ -27,7 +29,7 @@ def load_lpips(net: str = "alex", device: torch.device | str = "cpu") -> tuple[n
     try:
         import lpips
     except ImportError:
-        return None, "the lpips package is not installed (pip install 'titok[eval]')"
+        return None, f"the lpips package is not installed ({install_hint('eval')})"
     weights = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONES[net]
     if not weights.is_file():
         return None, f"torchvision's ImageNet weights of its backbone are not at {weights}"

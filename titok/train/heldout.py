@@ -21,6 +21,7 @@ from torch import nn
 
 from titok.config import Config
 from titok.data.images import round_to_uint8
+from titok.extras import install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def plot_curves(metrics_file: Path, out: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.info("held-out curves are not drawn: matplotlib is missing (pip install 'titok[train]')")
+        logger.info("held-out curves are not drawn: matplotlib is missing (%s)", install_hint("train"))
         return None
     keys = sorted({k for r in rows for k in r if k.startswith("heldout_")})
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from titok.extras import install_hint
 from titok.io import atomic_write, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -57,13 +58,13 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ImportError("tensorboard logging needs tensorboard: pip install 'titok[train]'") from None
+                raise ImportError(f"tensorboard logging needs tensorboard: {install_hint('train')}") from None
             self.tb = SummaryWriter(str(directory / "tensorboard"))
         if wandb_project:
             try:
                 import wandb
             except ImportError:
-                raise ImportError("train.wandb_project needs wandb: pip install 'titok[wandb]'") from None
+                raise ImportError(f"train.wandb_project needs wandb: {install_hint('wandb')}") from None
             self.wandb = wandb.init(project=wandb_project, config=dict(recipe), resume="allow")
 
     def log(self, step: int, values: Mapping[str, float]) -> None:

@@ -99,7 +99,8 @@ def pretokenize(
     )
     start = writer.done // copies
     loader = DataLoader(_Slice(dataset, mine[start:]), batch_size=batch_size, num_workers=num_workers)
-    with tqdm(total=len(mine), initial=start, unit="img", desc=f"pretokenize[{rank}]", disable=not progress) as bar:
+    quiet = None if progress else True  # None: a bar on a terminal only
+    with tqdm(total=len(mine), initial=start, unit="img", desc=f"pretokenize[{rank}]", disable=quiet) as bar:
         for images, labels, skipped, sources in loader:
             _write_batch(writer, tokenizer, images, labels, skipped, sources, copies)
             bar.update(len(images))

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from titok.extras import install_hint
 from titok.train import runfolder
 from titok.train.config import OptimConfig, RunConfig
 from titok.train.data_order import DataOrder, TrainingError
@@ -42,7 +43,7 @@ def _accelerator(run: RunConfig):
     try:
         from accelerate import Accelerator
     except ImportError:
-        raise ImportError("training needs accelerate: pip install 'titok[train]'") from None
+        raise ImportError(f"training needs accelerate: {install_hint('train')}") from None
     from titok.precision import accelerate_precision
 
     cuda = torch.cuda.is_available()

@@ -169,7 +169,7 @@ def _stage1_data(recipe: Stage1Recipe, config: TiTokConfig, teacher: MaskGITVQGA
     if recipe.teacher_codes is None:
         return build_dataset(recipe.data, config.image_size, seed=recipe.train.seed)
     if recipe.data.source == "webdataset":
-        raise ValueError("teacher_codes index images by position: use them with a folder or fashion_mnist data")
+        raise ValueError("teacher_codes index images by position: use them with folder, npz or fashion_mnist data")
     base = build_dataset(recipe.data.replace(random_flip=False), config.image_size)
     data = WithCachedCodes(base, recipe.teacher_codes, flip=recipe.data.random_flip)
     data.tokens.check(teacher.codebook_size, teacher.num_tokens)
