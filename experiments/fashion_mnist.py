@@ -153,6 +153,7 @@ def _recon(model: Path, out: Path, num: int | None, threads: int) -> dict:
         "usage": m["codebook usage"],
         "params": params,
         "num_tokens": cfg.num_tokens,
+        "codebook_size": cfg.codebook_size,
         "layout": cfg.layout,
         "patch_size": cfg.patch_size,
         "width": cfg.encoder.width,

@@ -18,6 +18,7 @@ from fmnist_runs import (
     RUNS,
     SCHEDULES,
     SEED,
+    SHIPPED_COMMANDS,
     STEPS,
     TOKENS,
     TWINS,
@@ -92,25 +93,22 @@ def shipped_section(shipped: dict, rel: str, figures: Path) -> list[str]:
     out: list[str] = []
     out += ["## The shipped models", ""]
     out += [
-        f"`titok demo` uses `{ASSETS.relative_to(ROOT)}` ({shipped['bytes'] / 1e6:.1f} MB in all): the two-stage "
-        f"tokenizer ({tok['params'] / 1e6:.2f}M parameters, 32x32 images, {tok['num_tokens']} tokens of a "
-        f"256-entry codebook) and a class-conditional MaskGIT generator ({shipped['generator_params'] / 1e6:.2f}M "
-        "parameters, BERT 192 wide, 4 blocks), with the Fashion-MNIST classifier behind the FD-fmnist scores "
-        "(`titok/assets/fmnist_classifier.safetensors`). They were trained on two CPU cores, in this order "
-        "(train split only):",
+        f"`titok demo` uses `{ASSETS.relative_to(ROOT)}` ({shipped['bytes'] / 1e6:.1f} MB in all): a single-stage "
+        f"VQ tokenizer ({tok['params'] / 1e6:.2f}M parameters, 32x32 images, {tok['num_tokens']} tokens of a "
+        f"{tok.get('codebook_size', 1024):,}-entry codebook), its ordered twin (any prefix of its codes is an image; "
+        "[ordered-tokens.md](ordered-tokens.md)) and a class-conditional MaskGIT generator "
+        f"({shipped['generator_params'] / 1e6:.2f}M parameters, BERT 192 wide, 4 blocks), with the Fashion-MNIST "
+        "classifier behind the FD-fmnist scores (`titok/assets/fmnist_classifier.safetensors`, seed 0) and the "
+        "one the tokenizers' perceptual term reads (`titok/assets/fmnist_perceptual.safetensors`, seed 1: another "
+        "network than the one that scores them). They were trained on two CPU cores, in this order (train split "
+        "only):",
         "",
         "```bash",
-        "titok train tokenizer configs/tokenizer/vqgan_fmnist.yaml    # the 2-D VQGAN teacher, 3,000 steps",
-        "titok train tokenizer configs/tokenizer/stage1_fmnist.yaml   # proxy codes, 3,000 steps",
-        "titok train tokenizer configs/tokenizer/stage2_fmnist.yaml   # pixel decoder fine-tuned, 2,000 steps",
-        "titok pretokenize runs/fmnist/stage2/final fashion-mnist:train -o runs/fmnist/tokens --flip",
-        "titok train generator configs/generator/fmnist.yaml           # 3,000 steps of 64 sequences",
-        "python -m titok.metrics.fmnist --epochs 6 --seed 0 -o titok/assets/fmnist_classifier.safetensors",
-        "titok train tokenizer configs/tokenizer/single_stage_vq_fmnist.yaml   # the single-stage rival",
+        *SHIPPED_COMMANDS,
         "```",
         "",
-        "and copied from `runs/fmnist/stage2/final` and `runs/fmnist/generator/final` into the assets folder "
-        "(each with the `recipe.json` it was trained with).",
+        "and copied from each run's `final` folder into the assets folder (each with the `recipe.json` it was "
+        "trained with).",
         "",
         *(
             [

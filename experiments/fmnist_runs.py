@@ -18,6 +18,15 @@ GEN_SAMPLES = 1000  # generated per setting (100 per class)
 CLOSE = 0.05  # relative gFD differences below this are not called a finding at GEN_SAMPLES samples
 SHIPPED_SAMPLES = 10_000  # generated with the shipped generator's own settings (1,000 per class)
 SEED = 0
+# How the shipped Fashion-MNIST models were made (docs/fashion-mnist.md shows these).
+SHIPPED_COMMANDS = [
+    "python -m titok.metrics.fmnist --epochs 6 --seed 0 -o titok/assets/fmnist_classifier.safetensors  # FD-fmnist",
+    "python -m titok.metrics.fmnist --epochs 6 --seed 1 -o titok/assets/fmnist_perceptual.safetensors  # perceptual",
+    "titok train tokenizer single_stage_vq_fmnist_perceptual   # 8,000 steps of 32 images",
+    "titok pretokenize runs/fmnist/single_stage_vq_perceptual/final fashion-mnist:train -o runs/fmnist/tokens --flip",
+    "titok train generator fmnist                              # 6,000 steps of 64 sequences",
+    "titok train tokenizer ordered_vq_fmnist_perceptual        # the ordered twin, 8,000 steps",
+]
 
 
 @dataclass(frozen=True)
