@@ -19,7 +19,7 @@ resolution, as ``titok eval recon`` reads them):
   picks per image at a few PSNR targets.
 
 Results go to a JSON file with the command that made them; ``report`` writes the Markdown report and its plots
-(``report`` needs matplotlib: ``pip install 'titok[dev]'``).
+(``report`` needs matplotlib: ``pip install 'titok-tokenizer[dev]'``).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_without_the_demo_extra_the_error_names_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if uvicorn were not installed
     assert main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err
-    assert "titok serve needs the 'demo' extra (uvicorn is not installed): pip install 'titok[demo]'" in err
+    assert "titok serve needs the 'demo' extra (uvicorn is not installed): pip install 'titok-tokenizer[demo]'" in err
 
 
 def _args(*argv: str):

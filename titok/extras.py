@@ -7,7 +7,7 @@ unrelated project). This module imports nothing: every layer may use it.
 from __future__ import annotations
 
 DISTRIBUTION = "titok-tokenizer"
-EXTRAS = ("train", "eval", "webdataset", "wandb", "dev")
+EXTRAS = ("train", "eval", "webdataset", "wandb", "demo", "dev")
 
 
 def install_hint(extra: str) -> str:

@@ -14,7 +14,7 @@ from titok.cli.precision import add_precision_argument
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
-        help="the tokenizer and generator in a local web page (pip install 'titok[demo]')",
+        help="the tokenizer and generator in a local web page (pip install 'titok-tokenizer[demo]')",
         description="Serve a web page that tokenizes uploaded images (codes, reconstruction, PSNR; edit a token and "
         "see the image change) and generates samples (and shows the decoding's steps). Without --tokenizer and "
         "--generator: the shipped Fashion-MNIST models; with --tokenizer alone: no generator. Requests run one at a "

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 def require_demo_extra() -> None:
     """Raise ``ImportError`` naming the ``demo`` extra unless Starlette and uvicorn can be imported."""
+    from titok.extras import install_hint
+
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise ImportError(
-            f"titok serve needs the 'demo' extra ({e.name} is not installed): pip install 'titok[demo]'"
+            f"titok serve needs the 'demo' extra ({e.name} is not installed): {install_hint('demo')}"
         ) from None
