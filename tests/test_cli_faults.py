@@ -125,6 +125,17 @@ def test_an_unwritable_output_folder_is_refused(tmp_path, monkeypatch, capsys, w
     assert f"cannot write in {tmp_path} (Permission denied)" in capsys.readouterr().err
 
 
+def test_a_training_run_checks_its_output_folder_before_the_data(tmp_path, monkeypatch, capsys):
+    import titok.cli.train
+
+    monkeypatch.chdir(tmp_path)
+    Path("FILE").write_text("a file")
+    monkeypatch.setattr(titok.cli.train, "_run", lambda *a: pytest.fail("the run started"))
+    argv = ["train", "tokenizer", "single_stage_vq_fmnist", "train.output_dir=FILE/run"]
+    assert main(argv) == 2
+    assert "train.output_dir FILE/run: " in capsys.readouterr().err
+
+
 # --- bad input files ----------------------------------------------------------------------------------------------
 
 

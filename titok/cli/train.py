@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from titok.cli.common import EXIT_INPUT, CommandError
+from titok.cli.common import EXIT_INPUT, CommandError, check_output_dir
 
 logger = logging.getLogger("titok")
 
@@ -89,6 +89,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     missing = missing_inputs(raw, path)
     if missing:
         raise CommandError(f"{path.stem} needs an earlier run: " + "; ".join(missing))
+    check_output_dir(str(recipe.train.output_dir), "train.output_dir")  # before the data and the model are built
     train = recipes()[recipe.recipe][1]
     _show_announcements()
     _print_precision(recipe.train.mixed_precision)
