@@ -29,7 +29,12 @@ def tiny_models(tmp_path_factory):
 
 def test_serve_says_where_it_listens_serves_the_shipped_models_and_stops_on_ctrl_c():
     command = [sys.executable, "-m", "titok.cli", "serve", "--port", "0", "--precision", "fp32", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a shell that started this test in the background may have set SIGINT to
+    # "ignored", which children inherit (Python then installs no KeyboardInterrupt handler)
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     timer = threading.Timer(120, process.kill)  # a hung server fails the test instead of hanging it
     timer.start()
     try:
