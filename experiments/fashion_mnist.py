@@ -102,10 +102,12 @@ def train(args: argparse.Namespace) -> None:
         raise SystemExit(f"failed runs: {', '.join(failed)}")
 
 
-def _merge(update: dict) -> dict:
+def _merge(update: dict, replace: tuple[str, ...] = ()) -> dict:
+    """Write ``update`` into the results file: a dict value updates the entry of its key (the keys in ``replace``
+    are replaced whole)."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for key, value in update.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in replace:
             results.setdefault(key, {}).update(value)
         else:
             results[key] = value
@@ -194,7 +196,7 @@ def evaluate(args: argparse.Namespace) -> None:
                 recon[run.name]["steps"] = _steps_and_images(runs / run.name)[0]
                 recon[run.name]["codebook"] = _remedy(runs / run.name)
                 recon[run.name]["curve"] = heldout_curve(runs / run.name / "metrics.jsonl")
-        _merge({"recon": recon})
+        _merge({"recon": recon}, replace=("recon",))  # the runs trained now: none of an earlier budget stays
     if "remedies" in parts:
         _merge({"remedies": evaluate_remedies(Path(args.remedy_runs), args.threads)})
     if "stages" in parts:

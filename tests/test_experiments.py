@@ -109,4 +109,10 @@ def test_a_finding_is_settled_only_when_the_curves_say_so(fm):
     closing = {"rfd": 1.9, "curve": _curve(9.0, 6.0, 1.9)}  # fell 4.1 in its last interval, 0.9 behind
     assert not report.settled(a, closing)
     assert report.expected({"few": closing, "many": a}, [("few", "many")])[0] == "not resolved at this budget"
+    runs = {"tokens4": b, "tokens8": a}
+    assert report.incomplete("reproduced", ["tokens4", "tokens8", "tokens16"], runs) == (
+        "not resolved at this budget (tokens16 not trained yet)"
+    )
+    assert report.incomplete("not reproduced", ["tokens4", "tokens16"], runs) == "not reproduced"
+    assert report.incomplete("reproduced", ["tokens4", "tokens8"], runs) == "reproduced"
     assert not report.settled({"rfd": 1.0}, b)  # no learning curve, nothing settled
