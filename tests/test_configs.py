@@ -55,5 +55,6 @@ def test_a_recipe_that_needs_an_earlier_run_names_the_recipe_that_makes_it(tmp_p
     assert made in capsys.readouterr().err
     assert main(["train", "generator", "fmnist"]) == 2
     err = capsys.readouterr().err
-    assert "made by `titok train tokenizer stage2_fmnist`" in err
-    assert "make it with `titok pretokenize runs/fmnist/stage2/final fashion-mnist:train -o runs/fmnist/tokens" in err
+    assert "made by `titok train tokenizer single_stage_vq_fmnist_perceptual`" in err
+    pretokenize = "titok pretokenize runs/fmnist/single_stage_vq_perceptual/final fashion-mnist:train -o runs/fmnist/"
+    assert f"make it with `{pretokenize}" in err

@@ -14,10 +14,10 @@ from titok.data.transforms import Preprocess
 from titok.metrics.extractors import fmnist
 from titok.metrics.image import psnr
 
-# Measured on the shipped models: PSNR 17.88 dB on these 200 images; 75-80% of the samples (seeds 0-2) classified as
+# Measured on the shipped models: PSNR 19.84 dB on these 200 images; 91-94% of the samples (seeds 0-2) classified as
 # the class asked for (chance: 10%). The floors leave room for other CPUs' rounding, not for a broken model.
-PSNR_FLOOR_DB = 17.0
-CLASS_AGREEMENT_FLOOR = 0.6
+PSNR_FLOOR_DB = 18.5
+CLASS_AGREEMENT_FLOOR = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -71,5 +71,8 @@ def test_bf16_codes_and_reconstructions_agree_with_fp32(shipped):
     with titok.autocast("bf16", "cpu"):
         codes16 = tok.tokenize(images)
         recon16 = tok.detokenize(codes16).clamp(0, 1)
-    assert float((codes16 == codes).float().mean()) >= 0.99  # measured: 99.8%
-    assert abs(float(psnr(recon16, images).mean()) - float(psnr(recon, images).mean())) < 0.1  # measured: 0.01 dB
+    # Measured on 1,000 test images: 98.0% of the positions agree. The 1024 x 16 codebook is dense: 2.3% of the
+    # positions have a second code within 1% of the nearest one's distance, and bf16 moves the latents by 0.35%
+    # (median), so some of those flip. The reconstructions do not notice: PSNR 19.667 against 19.671 dB.
+    assert float((codes16 == codes).float().mean()) >= 0.97
+    assert abs(float(psnr(recon16, images).mean()) - float(psnr(recon, images).mean())) < 0.1
