@@ -149,7 +149,31 @@ def shipped_section(shipped: dict, rel: str, figures: Path) -> list[str]:
         "the test split scores 0.013 against the train split.",
         "",
     ]
-    return out
+    return out + shipped_before(shipped)
+
+
+def shipped_before(shipped: dict) -> list[str]:
+    """The shipped models against the ones they replaced (``shipped["previous"]``), when there were any."""
+    prev = shipped.get("previous")
+    if not prev:
+        return []
+    was, now = prev["tokenizer"], shipped["tokenizer"]
+    rows = [
+        ["tokenizer parameters", f"{was['params'] / 1e6:.2f}M", f"{now['params'] / 1e6:.2f}M"],
+        ["codebook", f"{was.get('codebook_size', 256):,} codes", f"{now.get('codebook_size', 1024):,} codes"],
+        ["rFD-fmnist (test split)", _fmt(was["rfd"], 3), _fmt(now["rfd"], 3)],
+        ["PSNR (dB)", _fmt(was["psnr"]), _fmt(now["psnr"])],
+        ["SSIM", _fmt(was["ssim"], 3), _fmt(now["ssim"], 3)],
+        ["codebook usage", _fmt(was["usage"], 2), _fmt(now["usage"], 2)],
+        [f"gFD-fmnist ({shipped['samples']:,} samples)", _fmt(prev["gfd"], 3), _fmt(shipped["gfd"], 3)],
+    ]
+    return [
+        "Against the models shipped before (a two-stage tokenizer: proxy codes of a 2-D VQGAN, then its pixel "
+        "decoder fine-tuned; and a generator of the same size on its codes):",
+        "",
+        _table(["", "before", "now"], rows),
+        "",
+    ]
 
 
 def stages_section(stages: dict, rel: str, figures: Path) -> list[str]:

@@ -49,6 +49,7 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
                 "randomize_temperature": 1.0}  # fmt: skip
     shipped = {"gfd": 1.234, "is": 4.5, "samples": 10000, "tokenizer": stages["two_stage"], "bytes": 13e6,
                "generator_params": 1.9e6, "sampling": sampling}  # fmt: skip
+    shipped["previous"] = {**shipped, "gfd": 2.5, "tokenizer": {**stages["two_stage"], "codebook_size": 256}}
     curve = [{"step": s, "rfd": 9.0 / s, "psnr": 15 + s / 500, "usage": 0.5, "perplexity": 100.0} for s in (500, 1000)]
     remedies = {
         "vq": {**_recon(32, 5.0), "usage": 0.1, "overrides": "", "curve": curve, "steps": 2000},
@@ -79,6 +80,7 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
     assert "arccos is the best schedule at 8 steps (1.080): reproduced" in text
     assert "16 steps are no better than 8 with arccos (1.160 against 1.080)" in text
     assert "| generate + decode (8 steps) | 11 |" in text
+    assert "| gFD-fmnist (10,000 samples) | 2.500 | 1.234 |" in text  # against the models shipped before
     assert "| gFD-fmnist | 1.234 |" in text and "8 steps, arccos, guidance 2.0 (linear), temperature 1.0" in text
 
 
