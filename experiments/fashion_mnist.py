@@ -196,7 +196,11 @@ def evaluate(args: argparse.Namespace) -> None:
                 recon[run.name]["steps"] = _steps_and_images(runs / run.name)[0]
                 recon[run.name]["codebook"] = _remedy(runs / run.name)
                 recon[run.name]["curve"] = heldout_curve(runs / run.name / "metrics.jsonl")
-        _merge({"recon": recon}, replace=("recon",))  # the runs trained now: none of an earlier budget stays
+        # the runs trained now: no score or wall-clock time of an earlier budget stays
+        results = _merge({"recon": recon}, replace=("recon",))
+        if results.get("train_seconds"):
+            _merge({"train_seconds": {k: v for k, v in results["train_seconds"].items() if k in recon}},
+                   replace=("train_seconds",))  # fmt: skip
     if "remedies" in parts:
         _merge({"remedies": evaluate_remedies(Path(args.remedy_runs), args.threads)})
     if "stages" in parts:

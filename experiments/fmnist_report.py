@@ -325,6 +325,10 @@ def expected(runs: dict, pairs: list[tuple[str, str]]) -> tuple[str, list[str]]:
     return "not resolved at this budget", lines
 
 
+def _listed(lines: list[str]) -> str:
+    return f" ({'; '.join(lines)})" if lines else ""
+
+
 def incomplete(verdict: str, names: list[str], recon: dict) -> str:
     """``verdict`` unless some of ``names`` have no results: then a settled contradiction stays "not reproduced"
     and anything else is "not resolved", naming the runs still to train."""
@@ -367,8 +371,8 @@ def sweep_section(recon: dict, seconds: dict, rel: str, figures: Path) -> list[s
     size_verdict = incomplete(size_verdict, ["sizeXS_tokens16", "tokens16", "sizeM_tokens16"], recon)
     out += [
         "**Finding.** The paper: more tokens reconstruct better, and a larger tokenizer needs fewer tokens for the "
-        f"same quality. Here, rFD-fmnist with every doubling of the tokens: **{tokens_verdict}** "
-        f"({'; '.join(tokens_lines)}). With model size at 16 tokens: **{size_verdict}** ({'; '.join(size_lines)}). "
+        f"same quality. Here, rFD-fmnist with every doubling of the tokens: **{tokens_verdict}**"
+        f"{_listed(tokens_lines)}. With model size at 16 tokens: **{size_verdict}**{_listed(size_lines)}. "
         f"Every model trained {steps:,} steps of 32 images ({steps * 32 / 60000:.1f} epochs); the paper's trained "
         "for hundreds of thousands of steps.",
         "",
