@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -123,6 +124,17 @@ class TitokModel(
 
 # The concrete model classes by name (the ``architecture`` of config.json); filled by :func:`architecture`.
 ARCHITECTURES: dict[str, type[TitokModel]] = {}
+
+
+def check_prefix_length(k: int, n: int, ordered: bool, untrained: str) -> int:
+    """``k`` if it is an integer in [1, ``n``] (a ValueError otherwise). When ``k < n`` and the model was not trained
+    on prefixes (``ordered`` false), warns with ``untrained`` (formatted with ``k`` and ``n``), pointing at the caller
+    of the model's method that asked."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"num_tokens must be an integer in [1, {n}], got {k!r}")
+    if k < n and not ordered:
+        warnings.warn(untrained.format(k=k, n=n), stacklevel=4)
+    return k
 
 
 def architecture(cls: type[TitokModel]) -> type[TitokModel]:

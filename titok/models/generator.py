@@ -13,7 +13,6 @@ first k + 1 position embeddings), so a generator samples the first k codes of an
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
@@ -23,7 +22,7 @@ from torch import nn
 
 from titok.config import Config
 from titok.layers import Block, BlockStack, PostNormBlock, run_block
-from titok.models.base import TitokModel, architecture
+from titok.models.base import TitokModel, architecture, check_prefix_length
 from titok.quantizers import check_codes
 from titok.sampling import SamplingConfig, StepCallback, maskgit_decode
 
@@ -158,16 +157,10 @@ class MaskedGenerator(TitokModel):
 
     def check_prefix(self, k: int) -> int:
         """``k`` if 1 <= k <= N (a ValueError otherwise); warns when this generator was not trained on prefixes."""
-        n = self.num_tokens
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-            raise ValueError(f"num_tokens must be an integer in [1, {n}], got {k!r}")
-        if k < n and not self.config.ordered:
-            warnings.warn(
-                f"this generator was not trained on prefixes (ordered=false): its samples of {k} of {n} codes may "
-                "be poor",
-                stacklevel=3,
-            )
-        return k
+        untrained = (
+            "this generator was not trained on prefixes (ordered=false): its samples of {k} of {n} codes may be poor"
+        )
+        return check_prefix_length(k, self.num_tokens, self.config.ordered, untrained)
 
 
 SAMPLING_FIELDS = frozenset(f.name for f in fields(SamplingConfig))

@@ -10,7 +10,6 @@ Heads:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 
 from titok.layers import Attention, Block, BlockStack
 from titok.models.adaptive import AdaptiveCodes, decode_ragged, tokenize_adaptive
-from titok.models.base import ImageTokenizer, architecture
+from titok.models.base import ImageTokenizer, architecture, check_prefix_length
 from titok.models.grid import GridDecoder, GridEncoder
 from titok.models.tokenizer_config import TiTokConfig
 from titok.models.vqgan import MaskGITVQGAN, VQGANConfig, VQGANDecoder
@@ -286,16 +285,10 @@ class TiTok(ImageTokenizer):
 
     def check_prefix(self, k: int) -> int:
         """``k`` if 1 <= k <= N (a ValueError otherwise); warns once when this model was not trained for prefixes."""
-        n = self.num_tokens
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-            raise ValueError(f"num_tokens must be an integer in [1, {n}], got {k!r}")
-        if k < n and not self.config.ordered:
-            warnings.warn(
-                f"this tokenizer was not trained with tail drops (ordered=false): {k} of its {n} tokens may decode "
-                "poorly",
-                stacklevel=3,
-            )
-        return k
+        untrained = (
+            "this tokenizer was not trained with tail drops (ordered=false): {k} of its {n} tokens may decode poorly"
+        )
+        return check_prefix_length(k, self.num_tokens, self.config.ordered, untrained)
 
     def _check_latents(self, latents: torch.Tensor) -> torch.Tensor:
         n, d = self.num_tokens, self.config.token_dim
