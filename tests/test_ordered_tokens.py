@@ -98,6 +98,18 @@ def test_kept_length_draws():
     assert draw_lengths(OrderingConfig(), 4, 32, g) is None
 
 
+def test_full_share_keeps_all_tokens_that_often():
+    g = torch.Generator().manual_seed(0)
+    draws = torch.cat([draw_lengths(OrderingConfig(per="image", full_share=0.5), 100, 32, g) for _ in range(40)])
+    # half the draws are 32 outright, and a 32nd of the rest
+    assert abs(float((draws == 32).float().mean()) - (0.5 + 0.5 / 32)) < 0.04
+    assert draws.min() >= 1 and len(draws.unique()) == 32
+    always = draw_lengths(OrderingConfig(per="batch", full_share=1.0), 8, 16, g)
+    assert always.tolist() == [16] * 8
+    with pytest.raises(ValueError, match="full_share must lie in"):
+        OrderingConfig(per="image", full_share=1.5)
+
+
 def test_recipes_check_the_model_fits_the_ordering():
     with pytest.raises(ValueError, match=r"set model\.ordered=true"):
         OrderingConfig(per="batch").check({"ordered": False})
