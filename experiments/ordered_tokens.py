@@ -16,7 +16,8 @@ resolution, as ``titok eval recon`` reads them):
 - with a generator: gFD-fmnist (against the whole test split's statistics) of ``--gen-num`` samples (classes in
   turn) generated at k = 4, 8, 16, 32 codes and decoded from that prefix;
 - adaptive length (the ordered tokenizer): the mean length and bytes that ``tokenize(images, quality=psnr=T)``
-  picks per image at a few PSNR targets.
+  picks per image at a few PSNR targets, on the first ``--adaptive-num`` images (the search decodes every length
+  up to the first that passes, up to N decodes per image and target).
 
 Results go to a JSON file with the command that made them; ``report`` writes the Markdown report and its plots
 (``report`` needs matplotlib: ``pip install 'titok-tokenizer[dev]'``).
@@ -171,13 +172,14 @@ def generation(tokenizer, generator, extractor, num: int, batch_size: int) -> li
     return out
 
 
-def adaptive(tokenizer, scorer: Scorer, targets: list[float], batch_size: int) -> list[dict]:
-    """Mean length and bytes that ``tokenize(quality=psnr>=T)`` picks, and the share that met T, per target."""
+def adaptive(tokenizer, images, targets: list[float], batch_size: int) -> list[dict]:
+    """Mean length and bytes that ``tokenize(quality=psnr>=T)`` picks for ``images``, and the share that met T, per
+    target."""
     import torch
 
     out = []
     for target in targets:
-        picked = [tokenizer.tokenize(b, quality={"psnr": target}) for b in scorer.images.split(batch_size)]
+        picked = [tokenizer.tokenize(b, quality={"psnr": target}) for b in images.split(batch_size)]
         lengths = torch.cat([p.lengths for p in picked]).double()
         met = torch.cat([p.met for p in picked]).double()
         k_mean = float(lengths.mean())
@@ -234,7 +236,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             results["generation"][name] = {"path": path, "points": results["generation"][name]}
     results["settings"]["gen_samples"] = args.gen_num if results["generation"] else 0
     targets = [float(t) for t in args.psnr_targets.split(",")]
-    results["adaptive"] = adaptive(tokenizers["ordered"], scorer, targets, args.batch_size)
+    some = scorer.images[: args.adaptive_num]
+    results["settings"]["adaptive_images"] = len(some)
+    results["adaptive"] = adaptive(tokenizers["ordered"], some, targets, args.batch_size)
     results["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num", type=int, default=10_000, help="test images to score (the first NUM; default all)")
     p.add_argument("--gen-num", type=int, default=10_000, help="samples per length for gFD-fmnist")
     p.add_argument("--psnr-targets", default=",".join(map(str, PSNR_TARGETS)), help="adaptive length's targets, dB")
+    p.add_argument("--adaptive-num", type=int, default=2000, help="test images for the adaptive length (the first)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--results", default=str(RESULTS), help="the results JSON (evaluate writes it, report reads it)")

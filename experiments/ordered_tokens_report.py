@@ -176,6 +176,9 @@ def adaptive_section(results: dict) -> list[str]:
         "whose reconstruction reaches T dB; an image that no length brings to T keeps all N.",
         "",
     ]
+    some = results["settings"].get("adaptive_images")
+    if some is not None:
+        out += [f"Measured on the first {some:,} of the scored test images.", ""]
     rows = [[_fmt(a["psnr"], 1), _fmt(a["mean_k"]), _fmt(a["bytes"], 1), _fmt(100 * a["met"], 1)]
             for a in results["adaptive"]]  # fmt: skip
     return out + _table(["PSNR target (dB)", "mean tokens", "mean bytes", "% of images that reach it"], rows)

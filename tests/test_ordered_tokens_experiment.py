@@ -52,7 +52,7 @@ def test_evaluate_and_report_end_to_end(ot, tmp_path, capsys):
     results, doc = tmp_path / "r.json", tmp_path / "report.md"
     argv = ["evaluate", "--ordered", str(tmp_path / "ordered"), "--fixed", str(tmp_path / "fixed"), "--generator",
             str(tmp_path / "gen"), "--num", "12", "--gen-num", "10", "--threads", "1", "--psnr-targets", "10,30",
-            "--results", str(results), "--doc", str(doc)]  # fmt: skip
+            "--adaptive-num", "5", "--results", str(results), "--doc", str(doc)]  # fmt: skip
     ot.main(argv)
     r = json.loads(results.read_text())
     assert r["command"] == "python experiments/ordered_tokens.py " + " ".join(argv)
@@ -64,9 +64,10 @@ def test_evaluate_and_report_end_to_end(ot, tmp_path, capsys):
     for codec in ("jpeg", "webp"):
         assert len(r["codecs"][codec]) == len(ot.CODEC_QUALITIES[codec]) and len(r["matched"][codec]) == 4
     assert [p["k"] for p in r["generation"]["ordered"]["points"]] == [4, 8] and "fixed" not in r["generation"]
-    assert [a["psnr"] for a in r["adaptive"]] == [10.0, 30.0]
+    assert [a["psnr"] for a in r["adaptive"]] == [10.0, 30.0] and r["settings"]["adaptive_images"] == 5
     assert all(1 <= a["mean_k"] <= 8 and 0 <= a["met"] <= 1 for a in r["adaptive"])
     text = doc.read_text()
+    assert "Measured on the first 5 of the scored test images." in text
     assert f"Every number below comes from `{r['command']}`" in text
     assert f"python experiments/ordered_tokens.py report --results {results} --doc {doc}" in text
     for png in ("tokens", "bytes", "generation"):
