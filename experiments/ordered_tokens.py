@@ -15,6 +15,8 @@ resolution, as ``titok eval recon`` reads them):
   (the bits the codes carry, with no entropy coding);
 - with a generator: gFD-fmnist (against the whole test split's statistics) of ``--gen-num`` samples (classes in
   turn) generated at k = 4, 8, 16, 32 codes and decoded from that prefix;
+- with ``--tails``: ordered tokenizers that differ in what stands in for the dropped tokens (a learned token or
+  nothing: the tail cut), scored as above at each k;
 - adaptive length (the ordered tokenizer): the mean length and bytes that ``tokenize(images, quality=psnr=T)``
   picks per image at a few PSNR targets, on the first ``--adaptive-num`` images (the search decodes every length
   up to the first that passes, up to N decodes per image and target).
@@ -205,6 +207,15 @@ def _tokenizer_entry(path: str, tokenizer, scorer: Scorer, batch_size: int) -> d
     }
 
 
+def _trained(path: str) -> dict:
+    """The training settings of a run's export (``.../final`` beside ``recipe.json``) that the tails section names."""
+    recipe = Path(path).parent / "recipe.json"
+    if not recipe.is_file():
+        return {}
+    r = json.loads(recipe.read_text())
+    return {"steps": r["train"]["max_steps"], "ordering": r.get("ordering", {})}
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     """Score everything (see the module's docstring) and write the results JSON; returns the results."""
     import warnings
@@ -225,6 +236,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     scorer = Scorer(images)
     results: dict = {"command": args.command_line, "settings": {"images": len(images), "seed": SEED}}
     results["tokenizers"] = {n: _tokenizer_entry(paths[n], t, scorer, args.batch_size) for n, t in tokenizers.items()}
+    results["tails"] = {}
+    for name, path in (t.split("=", 1) for t in args.tails):
+        tok = titok.load(path)
+        results["tails"][name] = {**_tokenizer_entry(path, tok, scorer, args.batch_size), "trained": _trained(path)}
     budgets = {p["k"]: p["bytes"] for p in results["tokenizers"]["ordered"]["curve"]}
     results["codecs"] = {codec: codec_curve(codec, scorer) for codec in CODEC_QUALITIES}
     results["matched"] = {codec: matched(curve, budgets) for codec, curve in results["codecs"].items()}
@@ -266,6 +281,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fixed", help="the fixed tokenizer, trained without tail drops, to compare")
     p.add_argument("--generator", help="a generator over the ordered tokenizer's codes (gFD-fmnist at each k)")
     p.add_argument("--fixed-generator", help="a generator over the fixed tokenizer's codes")
+    p.add_argument(
+        "--tails",
+        nargs="*",
+        default=[],
+        metavar="NAME=DIR",
+        help="ordered tokenizers to compare at each k (e.g. a learned tail against a cut one)",
+    )
     p.add_argument("--num", type=int, default=10_000, help="test images to score (the first NUM; default all)")
     p.add_argument("--gen-num", type=int, default=10_000, help="samples per length for gFD-fmnist")
     p.add_argument("--psnr-targets", default=",".join(map(str, PSNR_TARGETS)), help="adaptive length's targets, dB")
@@ -280,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "evaluate":
         if not args.ordered or not args.fixed:
             p.error("evaluate needs --ordered and --fixed")
+        bad = [t for t in args.tails if "=" not in t or not t.split("=", 1)[0]]
+        if bad:
+            p.error(f"--tails takes NAME=DIR, got {' '.join(bad)}")
         evaluate(args)
         if args.no_report:
             return

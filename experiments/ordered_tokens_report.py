@@ -184,6 +184,39 @@ def adaptive_section(results: dict) -> list[str]:
     return out + _table(["PSNR target (dB)", "mean tokens", "mean bytes", "% of images that reach it"], rows)
 
 
+def tails_section(results: dict, figures: Path) -> list[str]:
+    """Ordered tokenizers that differ in their tail (learned token or cut), at each k: table, plot, verdict."""
+    tails = results.get("tails") or {}
+    if len(tails) < 2:
+        return []
+    out = ["## Learned tail against cut tail", ""]
+    for name, t in tails.items():
+        trained = t.get("trained") or {}
+        how = ", ".join(f"{k}={v}" for k, v in (trained.get("ordering") or {}).items())
+        steps = f", {trained['steps']:,} steps" if trained.get("steps") else ""
+        out.append(f"- {name}: `{t['path']}`, tail `{t['tail']}`{steps}" + (f" ({how})" if how else ""))
+    out += ["", "Both decode the first k of their codes; the same images and scores as above.", ""]
+    curves = {name: _by_k(t["curve"]) for name, t in tails.items()}
+    ks = sorted(set.intersection(*(set(c) for c in curves.values())))
+    header = ["k", *(f"{n} PSNR" for n in tails), *(f"{n} rFD-fmnist" for n in tails)]
+    rows = [[str(k), *(_fmt(curves[n][k]["psnr"]) for n in tails), *(_fmt(curves[n][k]["rfd"], 3) for n in tails)]
+            for k in ks]  # fmt: skip
+    out += _table(header, rows)
+    series = {key: [(n, ks, [curves[n][k][key] for k in ks]) for n in tails] for key in ("psnr", "rfd")}
+    _plot(figures / "tails.png", [("PSNR (dB)", "tokens k", series["psnr"]),
+                                  ("rFD-fmnist (lower is better)", "tokens k", series["rfd"])], 2)  # fmt: skip
+    out += [f"![learned tail against cut tail]({figures.name}/tails.png)", ""]
+    mean = {n: sum(curves[n][k]["psnr"] for k in ks) / len(ks) for n in tails}
+    best = max(mean, key=mean.get)
+    wins = {n: sum(curves[n][k]["psnr"] >= max(curves[m][k]["psnr"] for m in tails) for k in ks) for n in tails}
+    text = ", ".join(f"{n} {_fmt(mean[n])} dB" for n in tails)
+    return out + [
+        f"**Finding.** Averaged over k, the PSNR is {text}: `{best}` is better, with the higher PSNR at "
+        f"{wins[best]} of {len(ks)} lengths.",
+        "",
+    ]
+
+
 def write_report(results: dict, doc: Path, report_command: str) -> Path:
     """Write the report ``doc`` and its plots (in the folder ``doc`` without its suffix); returns ``doc``."""
     figures = doc.with_suffix("")
@@ -197,6 +230,7 @@ def write_report(results: dict, doc: Path, report_command: str) -> Path:
     ]
     lines += _provenance(results, report_command)
     lines += tokens_section(results, figures)
+    lines += tails_section(results, figures)
     lines += codecs_section(results, figures)
     lines += generation_section(results, figures)
     lines += adaptive_section(results)

@@ -46,13 +46,15 @@ def test_evaluate_and_report_end_to_end(ot, tmp_path, capsys):
     torch.manual_seed(0)
     for name, ordered in (("ordered", True), ("fixed", False)):
         build_model(tiny_titok(num_tokens=8, ordered=ordered)).save_pretrained(tmp_path / name)
+    build_model(tiny_titok(num_tokens=8, ordered=True, tail="cut")).save_pretrained(tmp_path / "cut")
     gen = GeneratorConfig(codebook_size=32, num_tokens=8, num_classes=10, hidden_size=16, depth=1, num_heads=2,
                           mlp_dim=32, ordered=True)  # fmt: skip
     build_model(gen).save_pretrained(tmp_path / "gen")
     results, doc = tmp_path / "r.json", tmp_path / "report.md"
     argv = ["evaluate", "--ordered", str(tmp_path / "ordered"), "--fixed", str(tmp_path / "fixed"), "--generator",
             str(tmp_path / "gen"), "--num", "12", "--gen-num", "10", "--threads", "1", "--psnr-targets", "10,30",
-            "--adaptive-num", "5", "--results", str(results), "--doc", str(doc)]  # fmt: skip
+            "--adaptive-num", "5", "--tails", f"learned={tmp_path / 'ordered'}", f"cut={tmp_path / 'cut'}",
+            "--results", str(results), "--doc", str(doc)]  # fmt: skip
     ot.main(argv)
     r = json.loads(results.read_text())
     assert r["command"] == "python experiments/ordered_tokens.py " + " ".join(argv)
@@ -66,7 +68,10 @@ def test_evaluate_and_report_end_to_end(ot, tmp_path, capsys):
     assert [p["k"] for p in r["generation"]["ordered"]["points"]] == [4, 8] and "fixed" not in r["generation"]
     assert [a["psnr"] for a in r["adaptive"]] == [10.0, 30.0] and r["settings"]["adaptive_images"] == 5
     assert all(1 <= a["mean_k"] <= 8 and 0 <= a["met"] <= 1 for a in r["adaptive"])
+    assert r["tails"]["cut"]["tail"] == "cut" and [p["k"] for p in r["tails"]["cut"]["curve"]] == [1, 2, 4, 8]
+    assert r["tails"]["learned"]["curve"] == ordered["curve"]  # the same model scores the same
     text = doc.read_text()
+    assert "## Learned tail against cut tail" in text and "(report/tails.png)" in text
     assert "Measured on the first 5 of the scored test images." in text
     assert f"Every number below comes from `{r['command']}`" in text
     assert f"python experiments/ordered_tokens.py report --results {results} --doc {doc}" in text
