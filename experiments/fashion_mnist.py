@@ -184,6 +184,14 @@ def _steps_and_images(run: Path) -> tuple[int, int]:
     return steps, steps * recipe["batch_size"] * recipe.get("grad_accum", 1)
 
 
+def _teacher_codebook(run: Path) -> dict:
+    """The teacher's codebook as its run left it: usage in its last logged training batches, and whether the
+    clustering revival was on."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "codebook_usage" in line]
+    recipe = json.loads((run / "recipe.json").read_text())
+    return {"usage": rows[-1]["codebook_usage"], "clustering": bool(recipe.get("codebook", {}).get("clustering"))}
+
+
 def evaluate(args: argparse.Namespace) -> None:
     runs, fm = Path(args.runs), Path(args.runs).parent
     parts = set(args.only or ["sweep", "remedies", "stages", "shipped", "gen", "speed"])
@@ -216,6 +224,8 @@ def evaluate(args: argparse.Namespace) -> None:
             entry["steps"] = sum(_steps_and_images(r)[0] for r in chain)
             entry["images_seen"] = sum(_steps_and_images(r)[1] for r in chain)
             entry["teacher_steps"] = _steps_and_images(teacher)[0] if teacher else 0
+            if teacher:
+                entry["teacher"] = _teacher_codebook(teacher)
             before = sum(_steps_and_images(r)[0] for r in chain[:-1])  # the curve's steps count stage 1's too
             entry["curve"] = [{**c, "step": c["step"] + before} for c in heldout_curve(chain[-1] / "metrics.jsonl")]
             stages[name] = entry

@@ -154,6 +154,14 @@ def stages_section(stages: dict, rel: str, figures: Path) -> list[str]:
             teacher = f" + {r['teacher_steps']:,} teacher" if r["teacher_steps"] else ""
             rows.append(_row(name, r, f"{r['steps']:,} steps{teacher}"))
     out += [_table(["training", "steps", *RECON_HEADER[2:]], rows), ""]
+    teacher = (two or {}).get("teacher")
+    if teacher:
+        revival = "on" if teacher["clustering"] else "off"
+        out += [
+            f"The teacher's codebook (the proxy codes stage 1 learns to predict) used {teacher['usage']:.0%} of its "
+            f"codes in its last logged training batch (clustering revival {revival}).",
+            "",
+        ]
     if two and one:
         plot_bars(
             {"two-stage": {"": two}, "single-stage": {"": one}},

@@ -38,7 +38,13 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
     recon |= {"grid_tokens64": _recon(64, 0.3, "2d"), "grid_tokens16": _recon(16, 0.5, "2d")}
     recon |= {"grid_tokens4": _recon(4, 9.0, "2d")}
     stages = {
-        "two_stage": {**_recon(32, 2.9), "steps": 6000, "images_seen": 192000, "teacher_steps": 3000},
+        "two_stage": {
+            **_recon(32, 2.9),
+            "steps": 6000,
+            "images_seen": 192000,
+            "teacher_steps": 3000,
+            "teacher": {"usage": 0.1875, "clustering": False},
+        },
         "single_stage": {**_recon(32, 1.5), "steps": 6000, "images_seen": 192000, "teacher_steps": 0},
     }
     gen = {f"{s}_{n}": {"gfd": 1.0 + n / 100 + i, "is": 5.0} for i, s in enumerate(runs.SCHEDULES) for n in runs.STEPS}
@@ -69,6 +75,7 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
     assert "The best by rFD-fmnist is `vq_clustering` (2.000, against 5.000 for the recipe as it was)." in text
     assert "Codebook usage reaches 0.9 with: `vq_clustering`." in text
     assert "| vq_clustering | codebook.clustering=true | 1.50M | 32 | 2.000 |" in text
+    assert "used 19% of its codes in its last logged training batch (clustering revival off)" in text
     assert "**Not reproduced** at this budget: the held-out curves settle the order." in text  # single-stage won
     assert "every doubling of the tokens: **reproduced** (tokens4 → tokens8: 2.500 → 1.250, as expected" in text
     assert (
