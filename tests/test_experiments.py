@@ -84,6 +84,8 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
     assert (
         "64 tokens: 1-D 0.156, 2-D 0.300, **reproduced**; 16 tokens: 1-D 0.625, 2-D 0.500, **not reproduced**" in text
     )
+    assert "(64 tokens 0.52 then 0.52; 16 tokens 1.25 then 1.25; 4 tokens 0.28 then 0.28) holds: the 1-D" in text
+    assert "reaches 0.500, against 0.500 for the base-size 2-D twin: size narrows the gap and closes it." in text
     assert "arccos is the best schedule at 8 steps (1.080): reproduced" in text
     assert "16 steps are no better than 8 with arccos (1.160 against 1.080)" in text
     assert "| generate + decode (8 steps) | 11 |" in text
