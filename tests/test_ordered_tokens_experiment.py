@@ -83,3 +83,21 @@ def test_evaluate_and_report_end_to_end(ot, tmp_path, capsys):
         assert heading in text
     assert "| 8 | 5.0 |" in text  # k = N: 8 codes of 32 (5 bits each) = 5 bytes
     assert "**Findings.** The ordered tokenizer's PSNR" in text and "At k = N = 8" in text
+
+
+def test_the_tails_verdict_names_the_lengths_each_tail_leads(ot, tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from ordered_tokens_report import tails_section
+
+    def entry(tail, psnrs):
+        return {
+            "path": tail,
+            "tail": tail,
+            "curve": [{"k": k, "psnr": p, "rfd": 1.0} for k, p in zip((1, 2, 4), psnrs)],
+        }
+
+    mixed = {"tails": {"learned": entry("learned", [3, 4, 5]), "cut": entry("cut", [2, 4.5, 6])}}
+    verdict = tails_section(mixed, tmp_path / "a")[-2]
+    assert "Neither is better at every length: `learned` leads at k = 1; `cut` leads at k = 2, 4." in verdict
+    clear = {"tails": {"learned": entry("learned", [3, 4, 5]), "cut": entry("cut", [2, 3, 4])}}
+    assert "`learned` has the higher PSNR at every length." in tails_section(clear, tmp_path / "b")[-2]
