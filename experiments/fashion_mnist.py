@@ -188,8 +188,7 @@ def _teacher_codebook(run: Path) -> dict:
     """The teacher's codebook as its run left it: usage in its last logged training batches, and whether the
     clustering revival was on."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "codebook_usage" in line]
-    recipe = json.loads((run / "recipe.json").read_text())
-    return {"usage": rows[-1]["codebook_usage"], "clustering": bool(recipe.get("codebook", {}).get("clustering"))}
+    return {"usage": rows[-1]["codebook_usage"], "clustering": "clustering" in _remedy(run).split(", ")}
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -221,12 +220,13 @@ def evaluate(args: argparse.Namespace) -> None:
         }
         for name, (chain, teacher) in chains.items():
             entry = _recon(chain[-1] / "final", chain[-1] / "eval_whole.json", None, args.threads)
-            entry["steps"] = sum(_steps_and_images(r)[0] for r in chain)
-            entry["images_seen"] = sum(_steps_and_images(r)[1] for r in chain)
+            trained = [_steps_and_images(r) for r in chain]
+            entry["steps"] = sum(steps for steps, _ in trained)
+            entry["images_seen"] = sum(images for _, images in trained)
             entry["teacher_steps"] = _steps_and_images(teacher)[0] if teacher else 0
             if teacher:
                 entry["teacher"] = _teacher_codebook(teacher)
-            before = sum(_steps_and_images(r)[0] for r in chain[:-1])  # the curve's steps count stage 1's too
+            before = entry["steps"] - trained[-1][0]  # the curve's steps count stage 1's too
             entry["curve"] = [{**c, "step": c["step"] + before} for c in heldout_curve(chain[-1] / "metrics.jsonl")]
             stages[name] = entry
         _merge({"stages": stages})

@@ -55,5 +55,5 @@ def draw_lengths(cfg: OrderingConfig, batch: int, num_tokens: int, generator: to
     picked = choices[torch.randint(len(choices), (draws,), generator=generator, device=generator.device).cpu()]
     if cfg.full_share > 0:
         full = torch.rand(draws, generator=generator, device=generator.device).cpu() < cfg.full_share
-        picked = torch.where(full, torch.full_like(picked, num_tokens), picked)
+        picked = picked.masked_fill(full, num_tokens)
     return picked.expand(batch).clone() if cfg.per == "batch" else picked
