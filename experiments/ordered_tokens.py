@@ -1,7 +1,13 @@
 """Ordered tokens on Fashion-MNIST: what a prefix of the codes is worth, against a fixed tokenizer and image codecs.
 
+    python experiments/ordered_tokens.py train [--runs runs/fmnist/ordered]  # the models it compares, resumable
     python experiments/ordered_tokens.py evaluate --ordered DIR --fixed DIR [--generator DIR] [--fixed-generator DIR]
     python experiments/ordered_tokens.py report     # docs/ordered-tokens.md and its plots, from the results alone
+
+``train`` trains, one after the other, each skipped when finished and resumed when cut short: the ordered tokenizer
+(recipe ``ordered_vq_fmnist_perceptual``, the shipped one), two small ordered tokenizers that differ only in their
+tail (learned or cut), the ordered tokenizer's codes of the train split, and the generator on them (recipe
+``fmnist_ordered``).
 
 ``evaluate`` scores, on the first ``--num`` images of the Fashion-MNIST test split (center crop at the tokenizers'
 resolution, as ``titok eval recon`` reads them):
@@ -31,7 +37,9 @@ import argparse
 import io
 import json
 import math
+import os
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -192,6 +200,62 @@ def adaptive(tokenizer, images, targets: list[float], batch_size: int) -> list[d
     return out
 
 
+# -------------------------------------------------------------------------------------------------------- train
+
+TAIL_STEPS = 2000
+
+
+def plan(runs: Path, tokenizer: str | None = None) -> list[tuple[str, Path, list[str]]]:
+    """The runs the report compares, in order: ``(name, output folder, titok arguments)``. The generator learns the
+    codes of ``tokenizer`` (an ordered tokenizer's folder) when given, else of the ordered tokenizer trained here."""
+    steps = []
+    tok = runs / "tokenizer"
+    if tokenizer is None:
+        steps.append(
+            ("tokenizer", tok, ["train", "tokenizer", "ordered_vq_fmnist_perceptual", f"train.output_dir={tok}"])
+        )
+    tok_final = Path(tokenizer) if tokenizer is not None else tok / "final"
+    for tail in ("learned", "cut"):  # one kept length per batch, so that the cut tail applies too
+        out = runs / f"tail_{tail}"
+        steps.append((f"tail_{tail}", out, [
+            "train", "tokenizer", "single_stage_vq_fmnist", "model.ordered=true", f"model.tail={tail}",
+            "ordering.per=batch", "ordering.full_share=0.5", f"train.max_steps={TAIL_STEPS}", "train.save_every=500",
+            "train.preview_every=500", "train.seed=0", f"train.output_dir={out}", "heldout.source=fashion-mnist:test",
+            "heldout.num=1000", "heldout.extractor=fmnist",
+        ]))  # fmt: skip
+    codes = runs / "tokens"
+    steps.append(("tokens", codes, ["pretokenize", str(tok_final), "fashion-mnist:train", "-o", str(codes), "--flip"]))
+    gen = runs / "generator"
+    steps.append(("generator", gen, [
+        "train", "generator", "fmnist_ordered", f"tokens={codes}", f"tokenizer={tok_final}", f"train.output_dir={gen}",
+    ]))  # fmt: skip
+    return steps
+
+
+def _finished(name: str, out: Path) -> bool:
+    return (out / ("meta.json" if name == "tokens" else "final/config.json")).is_file()
+
+
+def train(args: argparse.Namespace) -> None:
+    """Run the steps of :func:`plan` that are not finished (resuming a training that was cut short)."""
+    runs = Path(args.runs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    for name, out, cli in plan(runs, args.tokenizer):
+        if args.only and name not in args.only:
+            continue
+        if _finished(name, out):
+            print(f"{name}: done ({out})", flush=True)
+            continue
+        if cli[0] == "train" and (out / "checkpoints").is_dir():
+            cli = [*cli[:3], "--resume", *cli[3:]]
+        print("$ titok " + shlex.join(cli), flush=True)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "titok.cli", *cli], env=env)
+        if done.returncode:
+            raise SystemExit(f"{name}: failed (exit {done.returncode}); run the same command again to resume it")
+        print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
 # ----------------------------------------------------------------------------------------------------- evaluate
 
 
@@ -269,14 +333,25 @@ def report(args: argparse.Namespace) -> None:
     from ordered_tokens_report import write_report
 
     results = json.loads(Path(args.results).read_text())
-    report_command = f"python experiments/ordered_tokens.py report --results {args.results} --doc {args.doc}"
-    print(f"wrote {write_report(results, Path(args.doc), report_command)}")
+    report_command = (
+        f"python experiments/ordered_tokens.py report --results {_shown(args.results)} --doc {_shown(args.doc)}"
+    )
+    print(f"wrote {write_report(results, Path(args.doc), report_command, plan(Path(args.runs)))}")
+
+
+def _shown(path: str) -> str:
+    """``path`` as a command would name it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else path
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["evaluate", "report"])
+    p.add_argument("command", choices=["train", "evaluate", "report"])
+    p.add_argument("--runs", default="runs/fmnist/ordered", help="train: where the runs go (the report names it)")
+    p.add_argument("--tokenizer", help="train: the ordered tokenizer whose codes the generator learns (else trained)")
+    p.add_argument("--only", nargs="*", default=[], metavar="STEP", help="train: only these steps (see plan())")
     p.add_argument("--ordered", help="the ordered tokenizer (a folder titok.load reads)")
     p.add_argument("--fixed", help="the fixed tokenizer, trained without tail drops, to compare")
     p.add_argument("--generator", help="a generator over the ordered tokenizer's codes (gFD-fmnist at each k)")
@@ -299,6 +374,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-report", action="store_true", help="evaluate only: do not write the report after")
     args = p.parse_args(argv)
     args.command_line = "python experiments/ordered_tokens.py " + shlex.join(argv)
+    if args.command == "train":
+        steps = [name for name, _, _ in plan(Path(args.runs), args.tokenizer)]
+        if unknown := [s for s in args.only if s not in steps]:
+            p.error(f"--only: no step {', '.join(unknown)} (the steps: {', '.join(steps)})")
+        train(args)
+        return
     if args.command == "evaluate":
         if not args.ordered or not args.fixed:
             p.error("evaluate needs --ordered and --fixed")

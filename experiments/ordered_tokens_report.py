@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shlex
 from pathlib import Path
 
 NAMES = {"ordered": "ordered", "fixed": "fixed", "jpeg": "JPEG", "webp": "WebP"}
@@ -224,8 +225,30 @@ def tails_section(results: dict, figures: Path) -> list[str]:
     return out + [text, ""]
 
 
-def write_report(results: dict, doc: Path, report_command: str) -> Path:
-    """Write the report ``doc`` and its plots (in the folder ``doc`` without its suffix); returns ``doc``."""
+def training_section(steps: list[tuple[str, Path, list[str]]], runs: Path) -> list[str]:
+    """How the compared models are trained: the command, and the titok commands it runs (``plan()``)."""
+    out = ["## How the models were trained", ""]
+    out += [
+        f"`python experiments/ordered_tokens.py train --runs {runs}` runs these in turn (each skipped when finished, "
+        "resumed when cut short; `--tokenizer DIR` gives the generator an existing ordered tokenizer's codes instead "
+        "of training one):",
+        "",
+        "```",
+        *(f"titok {shlex.join(cli)}" for _, _, cli in steps),
+        "```",
+        "",
+        "The first trains the shipped ordered tokenizer's recipe; the fixed tokenizer is the shipped one "
+        "(`titok train tokenizer single_stage_vq_fmnist_perceptual`), its generator `titok train generator fmnist`.",
+        "",
+    ]
+    return out
+
+
+def write_report(
+    results: dict, doc: Path, report_command: str, steps: list[tuple[str, Path, list[str]]] | None = None
+) -> Path:
+    """Write the report ``doc`` and its plots (in the folder ``doc`` without its suffix); returns ``doc``. With
+    ``steps`` (``plan()``), the report ends with the commands that train the models it compares."""
     figures = doc.with_suffix("")
     lines = ["# Ordered tokens on Fashion-MNIST", ""]
     lines += [
@@ -241,6 +264,8 @@ def write_report(results: dict, doc: Path, report_command: str) -> Path:
     lines += codecs_section(results, figures)
     lines += generation_section(results, figures)
     lines += adaptive_section(results)
+    if steps:
+        lines += ["", *training_section(steps, steps[0][1].parent)]
     doc.parent.mkdir(parents=True, exist_ok=True)
     tmp = doc.with_name(f".{doc.name}.tmp")
     tmp.write_text("\n".join(lines))

@@ -101,3 +101,45 @@ def test_the_tails_verdict_names_the_lengths_each_tail_leads(ot, tmp_path):
     assert "Neither is better at every length: `learned` leads at k = 1; `cut` leads at k = 2, 4." in verdict
     clear = {"tails": {"learned": entry("learned", [3, 4, 5]), "cut": entry("cut", [2, 3, 4])}}
     assert "`learned` has the higher PSNR at every length." in tails_section(clear, tmp_path / "b")[-2]
+
+
+def test_train_runs_the_unfinished_steps_resumes_cut_ones_and_the_report_names_them(ot, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    (runs / "tail_learned" / "final").mkdir(parents=True)
+    (runs / "tail_learned" / "final" / "config.json").write_text("{}")  # finished
+    (runs / "tail_cut" / "checkpoints").mkdir(parents=True)  # cut short
+    calls = []
+
+    def fake_run(cmd, env):
+        calls.append(cmd[3:])
+        assert cmd[1:3] == ["-m", "titok.cli"] and env["OMP_NUM_THREADS"] == "1"
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(ot.subprocess, "run", fake_run)
+    ot.main(["train", "--runs", str(runs), "--threads", "1"])
+    assert [c[:3] for c in calls] == [
+        ["train", "tokenizer", "ordered_vq_fmnist_perceptual"],
+        ["train", "tokenizer", "single_stage_vq_fmnist"],
+        ["pretokenize", str(runs / "tokenizer" / "final"), "fashion-mnist:train"],
+        ["train", "generator", "fmnist_ordered"],
+    ]
+    assert calls[1][3] == "--resume" and "model.tail=cut" in calls[1] and "--resume" not in calls[0]
+    assert f"tokens={runs / 'tokens'}" in calls[3] and f"tokenizer={runs / 'tokenizer' / 'final'}" in calls[3]
+
+    calls.clear()  # an existing tokenizer: no tokenizer step, its codes for the generator
+    ot.main(["train", "--runs", str(runs), "--threads", "1", "--tokenizer", "shipped", "--only", "tokens"])
+    assert calls == [["pretokenize", "shipped", "fashion-mnist:train", "-o", str(runs / "tokens"), "--flip"]]
+    with pytest.raises(SystemExit):
+        ot.main(["train", "--runs", str(runs), "--only", "vqgan"])
+
+    monkeypatch.setattr(ot.subprocess, "run", lambda cmd, env: type("Done", (), {"returncode": 3})())
+    with pytest.raises(SystemExit, match="tokenizer: failed \\(exit 3\\)"):
+        ot.main(["train", "--runs", str(runs), "--threads", "1"])
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from ordered_tokens_report import training_section
+
+    text = "\n".join(training_section(ot.plan(Path("runs/o")), Path("runs/o")))
+    assert "`python experiments/ordered_tokens.py train --runs runs/o`" in text
+    assert "titok train tokenizer single_stage_vq_fmnist model.ordered=true model.tail=cut" in text
+    assert "titok pretokenize runs/o/tokenizer/final fashion-mnist:train -o runs/o/tokens --flip" in text
