@@ -220,7 +220,8 @@ def plan(runs: Path, tokenizer: str | None = None) -> list[tuple[str, Path, list
         steps.append((f"tail_{tail}", out, [
             "train", "tokenizer", "single_stage_vq_fmnist", "model.ordered=true", f"model.tail={tail}",
             "ordering.per=batch", "ordering.full_share=0.5", f"train.max_steps={TAIL_STEPS}", "train.save_every=500",
-            "train.preview_every=500", "train.seed=0", f"train.output_dir={out}", "heldout.source=fashion-mnist:test",
+            "train.preview_every=500", "train.seed=0", "train.num_workers=1", "train.tensorboard=false",
+            f"train.output_dir={out}", "heldout.source=fashion-mnist:test",
             "heldout.num=1000", "heldout.extractor=fmnist",
         ]))  # fmt: skip
     codes = runs / "tokens"
