@@ -126,9 +126,8 @@ def _metrics(path: Path) -> dict[str, float | None]:
     return {m["name"]: m["value"] for m in report["metrics"]}
 
 
-def _recon(model: Path, out: Path, num: int | None, threads: int) -> dict:
-    import titok
-
+def _eval_recon(model: Path, out: Path, num: int | None, threads: int) -> dict:
+    """``titok eval recon`` of ``model`` on the test split (the first ``num`` images, or all), cached in ``out``."""
     if not out.exists():
         limit = ["--num", num] if num else []
         _titok(
@@ -146,7 +145,13 @@ def _recon(model: Path, out: Path, num: int | None, threads: int) -> dict:
             out,
             threads=threads,
         )
-    m, cfg = _metrics(out), titok.load(model).config
+    return _metrics(out)
+
+
+def _recon(model: Path, out: Path, num: int | None, threads: int) -> dict:
+    import titok
+
+    m, cfg = _eval_recon(model, out, num, threads), titok.load(model).config
     params = _params(model)
     return {
         "rfd": m["rFD-fmnist"],
@@ -184,11 +189,11 @@ def _steps_and_images(run: Path) -> tuple[int, int]:
     return steps, steps * recipe["batch_size"] * recipe.get("grad_accum", 1)
 
 
-def _teacher_codebook(run: Path) -> dict:
-    """The teacher's codebook as its run left it: usage in its last logged training batches, and whether the
-    clustering revival was on."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "codebook_usage" in line]
-    return {"usage": rows[-1]["codebook_usage"], "clustering": "clustering" in _remedy(run).split(", ")}
+def _teacher_codebook(run: Path, threads: int) -> dict:
+    """The teacher's codebook on the whole test split (usage; rFD-fmnist and PSNR of the VQGAN itself) and the
+    codebook remedies it trained with."""
+    m = _eval_recon(run / "final", run / "eval_whole.json", None, threads)
+    return {"usage": m["codebook usage"], "rfd": m["rFD-fmnist"], "psnr": m["PSNR"], "remedies": _remedy(run)}
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -225,7 +230,7 @@ def evaluate(args: argparse.Namespace) -> None:
             entry["images_seen"] = sum(images for _, images in trained)
             entry["teacher_steps"] = _steps_and_images(teacher)[0] if teacher else 0
             if teacher:
-                entry["teacher"] = _teacher_codebook(teacher)
+                entry["teacher"] = _teacher_codebook(teacher, args.threads)
             before = entry["steps"] - trained[-1][0]  # the curve's steps count stage 1's too
             entry["curve"] = [{**c, "step": c["step"] + before} for c in heldout_curve(chain[-1] / "metrics.jsonl")]
             stages[name] = entry

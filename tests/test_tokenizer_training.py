@@ -57,13 +57,14 @@ def test_two_stage_recipe_from_the_cli(tmp_path, monkeypatch):
     real_load = tokenizer_recipes.load_teacher
     monkeypatch.setattr(tokenizer_recipes, "load_teacher", lambda *a: teachers.append(real_load(*a)) or teachers[-1])
     vq = recipe_file(tmp_path / "vqgan.yaml", "vqgan", model=VQGAN, losses=NO_PERCEPTUAL, gan=GAN,
-                     codebook={"clustering": True})  # fmt: skip
+                     codebook={"clustering": True, "restart_after": 1})  # fmt: skip
     assert main(["train", "tokenizer", str(vq)]) == 0
     teacher = str(tmp_path / "vqgan_run" / "final")
     row = metrics(tmp_path / "vqgan_run")[-1]
     assert {"rec", "quantizer", "gan", "d_loss", "d_lecam", "codebook_usage", "codebook_entropy"} <= set(row)
     # the VQGAN's codebook gets the clustering revival too: its first update moves every (still unused) code
     assert metrics(tmp_path / "vqgan_run")[0]["codebook_revived"] > 0
+    assert max(r["codebook_restarted"] for r in metrics(tmp_path / "vqgan_run")) > 0  # and restarts unused codes
 
     stage1_model = {**TITOK, "head": "proxy", "proxy_codebook_size": 16}
     s1 = recipe_file(tmp_path / "stage1.yaml", "stage1", teacher=teacher, model=stage1_model)
