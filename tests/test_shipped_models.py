@@ -76,3 +76,20 @@ def test_bf16_codes_and_reconstructions_agree_with_fp32(shipped):
     # (median), so some of those flip. The reconstructions do not notice: PSNR 19.667 against 19.671 dB.
     assert float((codes16 == codes).float().mean()) >= 0.97
     assert abs(float(psnr(recon16, images).mean()) - float(psnr(recon, images).mean())) < 0.1
+
+
+@torch.inference_mode()
+def test_the_shipped_ordered_tokenizer_gets_better_with_every_longer_prefix():
+    tok = titok.load(demo.ORDERED_TOKENIZER)
+    assert tok.config.ordered and tok.num_tokens == 32 and tok.image_size == 32
+    raw, _, _ = demo.held_out_images(200)
+    images = torch.stack([Preprocess(32)(x[None]) for x in raw])
+    codes = tok.tokenize(images)
+    curve = []
+    for k in (1, 2, 4, 8, 16, 32):
+        assert torch.equal(tok.tokenize(images, num_tokens=k), codes[:, :k])  # a prefix is the full codes' prefix
+        curve.append(float(psnr(tok.detokenize(codes[:, :k]).clamp(0, 1), images).mean()))
+    # Measured on these 200 images: see docs/ordered-tokens.md for the whole test split. Each doubling adds about
+    # a decibel; the margin leaves room for other CPUs' rounding, not for a prefix that stops helping.
+    assert all(b > a + 0.25 for a, b in zip(curve, curve[1:])), curve
+    assert curve[-1] > PSNR_FLOOR_DB, curve
