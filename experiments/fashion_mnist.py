@@ -192,8 +192,11 @@ def _steps_and_images(run: Path) -> tuple[int, int]:
 def _teacher_codebook(run: Path, threads: int) -> dict:
     """The teacher's codebook on the whole test split (usage; rFD-fmnist and PSNR of the VQGAN itself) and the
     codebook remedies it trained with."""
+    import titok
+
     m = _eval_recon(run / "final", run / "eval_whole.json", None, threads)
-    return {"usage": m["codebook usage"], "rfd": m["rFD-fmnist"], "psnr": m["PSNR"], "remedies": _remedy(run)}
+    return {"usage": m["codebook usage"], "rfd": m["rFD-fmnist"], "psnr": m["PSNR"], "remedies": _remedy(run),
+            "codebook_size": titok.load(run / "final").config.codebook_size}  # fmt: skip
 
 
 def evaluate(args: argparse.Namespace) -> None:

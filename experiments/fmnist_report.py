@@ -204,6 +204,35 @@ def stages_verdict(two: dict, one: dict) -> str:
     return text + "By the paper's measure, **reproduced**: the held-out curves settle the order."
 
 
+def usage_section(results: dict) -> list[str]:
+    """Codebook usage on the whole test split of each Fashion-MNIST VQ recipe's final model, from the sections that
+    scored them (the ordered recipe's is in docs/ordered-tokens.md's runs; the VAE recipe has no codebook)."""
+    stages, shipped = results.get("stages", {}), results.get("shipped", {})
+    two, one = stages.get("two_stage"), stages.get("single_stage")
+    rows = []
+    if two and two.get("teacher"):
+        t = two["teacher"]
+        rows.append(["`vqgan_fmnist` (the two-stage teacher)", f"{t['codebook_size']:,}", _fmt(t["usage"])])
+    if two:
+        rows.append(["`stage1_fmnist`, `stage2_fmnist` (stage 2 keeps stage 1's quantizer)",
+                     f"{two['codebook_size']:,}", _fmt(two["usage"])])  # fmt: skip
+    if one:
+        rows.append([f"`{Path(BASE).stem}` ({one['steps']:,} steps)", f"{one['codebook_size']:,}", _fmt(one["usage"])])
+    if shipped.get("tokenizer"):
+        tok = shipped["tokenizer"]
+        rows.append(["`single_stage_vq_fmnist_perceptual` (the shipped tokenizer)", f"{tok['codebook_size']:,}",
+                     _fmt(tok["usage"])])  # fmt: skip
+    if not rows:
+        return []
+    out = ["## Codebook usage of each recipe", ""]
+    out += [
+        "The share of its codes each VQ recipe's final model emits on the whole test split (10,000 images), scored "
+        "in the sections above.",
+        "",
+    ]
+    return [*out, _table(["recipe", "codes", "usage"], rows), ""]
+
+
 def gen_section(gen: dict, rel: str, figures: Path) -> list[str]:
     """The shipped generator against sampling steps and mask schedule."""
     out: list[str] = []
@@ -286,6 +315,7 @@ def report(args) -> None:
         out += shipped_section(results["shipped"], rel, figures)
     if results.get("stages"):
         out += stages_section(results["stages"], rel, figures)
+    out += usage_section(results)
     if results.get("remedies"):
         out += remedies_section(results["remedies"], figures)
     if results.get("recon"):

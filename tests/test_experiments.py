@@ -27,7 +27,7 @@ def _curve(*rfds: float) -> list[dict]:
 
 def _recon(tokens: int, rfd: float, layout: str = "1d", width: int = 128) -> dict:
     return {"rfd": rfd, "psnr": 30 - rfd, "ssim": 0.5, "usage": 0.3, "params": 1.5e6, "num_tokens": tokens,
-            "layout": layout, "patch_size": 4, "width": width, "depth": 2, "images": 2000,
+            "layout": layout, "patch_size": 4, "width": width, "depth": 2, "images": 2000, "codebook_size": 1024,
             "curve": _curve(1.2 * rfd, 1.05 * rfd, rfd)}  # fmt: skip
 
 
@@ -43,7 +43,13 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
             "steps": 6000,
             "images_seen": 192000,
             "teacher_steps": 3000,
-            "teacher": {"usage": 0.996, "rfd": 0.857, "psnr": 24.56, "remedies": "clustering, restart_after=50"},
+            "teacher": {
+                "usage": 0.996,
+                "rfd": 0.857,
+                "psnr": 24.56,
+                "remedies": "clustering, restart_after=50",
+                "codebook_size": 256,
+            },
         },
         "single_stage": {**_recon(32, 1.5), "steps": 6000, "images_seen": 192000, "teacher_steps": 0},
     }
@@ -77,6 +83,10 @@ def test_report_writes_tables_plots_and_verdicts(fm, tmp_path):
     assert "| vq_clustering | codebook.clustering=true | 1.50M | 32 | 2.000 |" in text
     assert "uses 100% of its codes on the whole test split (codebook remedies: clustering, restart_after=50)" in text
     assert "the teacher itself reconstructs the test split at rFD-fmnist 0.857, PSNR 24.56 dB" in text
+    assert (
+        "## Codebook usage of each recipe" in text and "| `vqgan_fmnist` (the two-stage teacher) | 256 | 1.00 |" in text
+    )
+    assert "| `single_stage_vq_fmnist` (6,000 steps) | 1,024 | 0.30 |" in text
     assert "**Not reproduced** at this budget: the held-out curves settle the order." in text  # single-stage won
     assert "every doubling of the tokens: **reproduced** (tokens4 → tokens8: 2.500 → 1.250, as expected" in text
     assert (
