@@ -265,7 +265,7 @@ def write_report(
     lines += generation_section(results, figures)
     lines += adaptive_section(results)
     if steps:
-        lines += ["", *training_section(steps, steps[0][1].parent)]
+        lines += training_section(steps, steps[0][1].parent)
     doc.parent.mkdir(parents=True, exist_ok=True)
     tmp = doc.with_name(f".{doc.name}.tmp")
     tmp.write_text("\n".join(lines))
