@@ -173,13 +173,18 @@ def twins_why(kinds: set[str], pairs: list[tuple[str, str, str]], recon: dict) -
             + (f"falls at {', '.join(closing)}: the 1-D model was catching up there when training stopped. "
                if closing else "holds: the 1-D model was not catching up when training stopped. ")
         )  # fmt: skip
-    big, twin = recon.get("sizeM_tokens16"), recon.get("grid_tokens16")
+    big, twin, base = recon.get("sizeM_tokens16"), recon.get("grid_tokens16"), recon.get("tokens16")
     if big and twin:
+        closes = big["rfd"] <= twin["rfd"]
+        if base:  # the base-size 1-D model at 16 tokens says whether size narrowed the gap
+            verdict = ("narrows" if big["rfd"] < base["rfd"] else "does not narrow") + " the gap"
+            verdict += " and closes it" if closes else " but does not close it"
+        else:
+            verdict = "closes the gap" if closes else "does not close the gap"
         text += (
             f"A larger 1-D model at 16 tokens (sizeM_tokens16, {big['params'] / 1e6:.2f}M parameters) "
             f"reaches {_fmt(big['rfd'], 3)}, against {_fmt(twin['rfd'], 3)} for the base-size 2-D twin: size "
-            f"{'narrows' if big['rfd'] < recon.get('tokens16', big)['rfd'] else 'does not narrow'} the gap"
-            f"{' but does not close it' if big['rfd'] > twin['rfd'] else ' and closes it'}. "
+            f"{verdict}. "
         )
     return text + (
         "The 2-D twin's decoder gets the image's layout for free (token i reconstructs patch i), while the 1-D "
