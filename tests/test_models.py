@@ -200,7 +200,9 @@ def test_activation_checkpointing_changes_nothing_but_memory(name):
 
     first = getattr(model, "blocks", None) or getattr(model, "in_blocks", None) or model.encoder.blocks
     calls, forward = [], first[0].forward
-    first[0].forward = lambda *a: calls.append(1) or forward(*a)  # (checkpoint's recompute skips forward hooks)
+    first[0].forward = lambda *a, **k: (
+        calls.append(1) or forward(*a, **k)
+    )  # (checkpoint's recompute skips forward hooks)
     plain_out, plain_grads = run()
     plain_calls = len(calls)
     model.set_grad_checkpointing(True)
@@ -223,3 +225,21 @@ def test_tokenize_and_encode_check_the_images_once(name, monkeypatch):
     model.encode(images)
     assert len(calls) == 2
     assert torch.equal(codes, model.quantize(model.encode(images)).codes)
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_a_last_block_computing_some_rows_matches_the_full_stack(qkv_bias):
+    from titok.layers import Block, BlockStack
+
+    torch.manual_seed(0)
+    stack = BlockStack(Block(16, 2, 32, qkv_bias=qkv_bias) for _ in range(2))
+    x = torch.randn(3, 10, 16)
+    for rows in (slice(-4, None), slice(1, 7)):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        full, part = stack(a)[:, rows], stack(b, rows=rows)
+        assert part.shape == full.shape and torch.allclose(part, full, atol=1e-5)
+        weights = torch.randn_like(full)
+        (full * weights).sum().backward()
+        (part * weights).sum().backward()
+        assert torch.allclose(a.grad, b.grad, atol=1e-5)
+    assert torch.equal(BlockStack()(x, rows=slice(2, 5)), x[:, 2:5])

@@ -22,15 +22,19 @@ ARM_PLAIN = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 cr
 
 
 @pytest.fixture
-def cpu(monkeypatch):
-    """Pretend to be a CPU: ``cpu(machine, cpuinfo_text or None, speedup)``; returns the benchmark's call count."""
+def cpu(monkeypatch, tmp_path):
+    """Pretend to be a CPU: ``cpu(machine, cpuinfo_text or None, speedup, attention)``, where ``speedup`` is what the
+    matrix-product benchmark measures and ``attention`` what the attention one does; returns the former's calls."""
     calls = []
 
-    def pretend(machine: str, cpuinfo: str | None, speedup: float = 1.0) -> list:
+    def pretend(machine: str, cpuinfo: str | None, speedup: float = 1.0, attention: float = 0.5) -> list:
         monkeypatch.setattr(precision.platform, "machine", lambda: machine)
         flags = precision.parse_cpuinfo(cpuinfo) if cpuinfo is not None else None
         monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
         monkeypatch.setattr(precision, "cached_speedup", lambda: calls.append(1) or speedup)
+        monkeypatch.setattr(precision, "measure_attention_speedup", lambda: attention)
+        monkeypatch.setattr(precision, "_BF16_ATTENTION", None)  # decided again for this CPU (restored after)
+        monkeypatch.setenv("TITOK_CACHE", str(tmp_path / "cache"))
         precision.cpu_bf16.cache_clear()
         return calls
 
@@ -103,6 +107,45 @@ def test_the_speedup_is_measured_once_per_machine_and_cached(monkeypatch, tmp_pa
 
 def test_measure_speedup_runs():
     assert precision.measure_speedup(size=64, repeats=2) > 0
+    assert precision.measure_attention_speedup(shapes=[(2, 2, 8, 4)], repeats=2) > 0
+
+
+@pytest.mark.parametrize(("cpuinfo", "attention", "bf16"), [(X86_SAPPHIRE, 1.6, True), (X86_SAPPHIRE, 0.6, False)])
+def test_attention_runs_in_bf16_only_where_it_measures_faster(cpu, tmp_path, cpuinfo, attention, bf16):
+    cpu("x86_64", cpuinfo, attention=attention)
+    choice = precision.resolve("auto", "cpu")
+    assert choice.precision == "bf16" and precision.bf16_attention() is bf16
+    note = "attention in bf16" if bf16 else f"attention in float32 (bf16 attention measured {attention:.2f}x"
+    assert note in choice.reason and note in precision.resolve("bf16", "cpu").reason
+    (entry,) = json.loads((tmp_path / "cache" / "precision.json").read_text()).values()
+    assert entry == {"bf16_attention_speedup": attention}  # measured once per machine, kept beside the other
+
+
+def test_emulated_bf16_keeps_attention_in_float32_without_measuring(cpu, monkeypatch):
+    cpu("x86_64", X86_AVX2)
+    monkeypatch.setattr(precision, "measure_attention_speedup", lambda: pytest.fail("measured"))
+    assert not precision.bf16_attention()
+    assert precision.resolve("bf16", "cpu").reason == "asked; attention in float32"
+
+
+@pytest.mark.parametrize("decided", [True, False, None])
+def test_the_attention_layer_follows_the_decision(monkeypatch, decided):
+    from titok import layers
+
+    seen = []
+    sdpa = layers.F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        layers.F, "scaled_dot_product_attention", lambda q, *a, **k: seen.append(q.dtype) or sdpa(q, *a, **k)
+    )
+    monkeypatch.setattr(precision, "_BF16_ATTENTION", decided)
+    if decided is None:  # undecided while torch.compile traces: float32, and nothing is measured
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        monkeypatch.setattr(precision, "bf16_attention", lambda: pytest.fail("measured while tracing"))
+    q, k, v = (torch.randn(2, 2, 5, 4, dtype=torch.bfloat16) for _ in range(3))
+    out = layers.attention(q, k, v)
+    assert out.dtype == torch.bfloat16 and seen == [torch.bfloat16 if decided else torch.float32]
+    layers.attention(q.float(), k.float(), v.float())  # float32 inputs are left alone
+    assert seen[-1] == torch.float32
 
 
 def test_autocast_scope_sets_the_format_and_detokenize_returns_float32():
@@ -168,7 +211,8 @@ def test_the_cli_prints_its_precision_and_refuses_fp16_on_the_cpu(tmp_path, caps
     Image.new("RGB", (32, 32), "gray").save(tmp_path / "a.png")
     args = ["tokenize", str(tmp_path / "model"), str(tmp_path / "a.png"), "-o", str(tmp_path / "c.npz")]
     assert main([*args, "--device", "cpu"]) == 0
-    assert "precision: bf16 on cpu (auto: the CPU has amx_bf16 and avx512_bf16)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "precision: bf16 on cpu (auto: the CPU has amx_bf16 and avx512_bf16; attention in float32 " in err
     assert main([*args, "--precision", "fp32"]) == 0 and "precision: fp32 on cpu (asked)" in capsys.readouterr().err
     assert main([*args, "--precision", "fp16", "--device", "cpu"]) == 2
     assert "--precision fp16: precision 'fp16' needs a CUDA GPU" in capsys.readouterr().err

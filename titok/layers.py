@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.precision import cpu_has_amx
+from titok import precision
 
 
 class Attention(nn.Module):
@@ -26,26 +26,41 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """``x`` (B, L, D) -> (B, L, D); with ``rows``, only those rows' outputs (B, R, D): every row is attended
+        to, but queries (and the output projection) are computed for ``rows`` alone."""
         b, n, d = x.shape
-        # (B, L, 3D) -> (3, B, heads, L, head_dim)
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rows is None:
+            # (B, L, 3D) -> (3, B, heads, L, head_dim)
+            q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, rows], weight[:d], None if bias is None else bias[:d])
+            kv = F.linear(x, weight[d:], None if bias is None else bias[d:])
+            q = q.view(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+            k, v = kv.view(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         p = self.attn_dropout if self.training else 0.0
-        x = attention(q, k, v, p)  # (B, heads, L, head_dim)
-        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+        x = attention(q, k, v, p)  # (B, heads, L or R, head_dim)
+        return self.proj(x.transpose(1, 2).reshape(b, -1, d))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    """``F.scaled_dot_product_attention``; bf16 inputs on a CPU without AMX are computed in float32, where torch's
-    CPU kernels are faster (bf16 attention measured 1.3-1.8x slower there in inference, 1.2-6x in training)."""
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not CPU_BF16_ATTENTION:
+    """``F.scaled_dot_product_attention``; bf16 inputs on a CPU whose bf16 attention kernel is slower than its
+    float32 one (:func:`titok.precision.bf16_attention`, measured once per machine) are computed in float32."""
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not _cpu_bf16_attention():
         with torch.autocast("cpu", enabled=False):  # CPU autocast would cast the inputs back to bf16
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p)
         return out.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
 
-CPU_BF16_ATTENTION = cpu_has_amx()  # read once: a constant under torch.compile
+def _cpu_bf16_attention() -> bool:
+    decided = precision.bf16_attention_decided()  # a module global: a guarded constant under torch.compile
+    if decided is not None:
+        return decided
+    if torch.compiler.is_compiling():  # no measuring while tracing: float32 attention, the safe choice
+        return False
+    return precision.bf16_attention()
 
 
 class MLP(nn.Module):
@@ -72,8 +87,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, mlp_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """``x`` (B, L, D) -> (B, L, D); with ``rows``, only those rows (B, R, D), computed as in the full block
+        (a last block whose other rows are discarded need not compute them)."""
+        x = x + self.attn(self.norm1(x)) if rows is None else x[:, rows] + self.attn(self.norm1(x), rows)
         return x + self.mlp(self.norm2(x))
 
 
@@ -102,13 +119,14 @@ class PostNormBlock(nn.Module):
         return self.norm2(x + self.mlp(x))
 
 
-def run_block(block: nn.Module, *args: torch.Tensor, checkpointing: bool = False) -> torch.Tensor:
-    """``block(*args)``; with ``checkpointing`` (and gradients on), its activations are recomputed in backward."""
+def run_block(block: nn.Module, *args: torch.Tensor, checkpointing: bool = False, **kwargs: object) -> torch.Tensor:
+    """``block(*args, **kwargs)``; with ``checkpointing`` (and gradients on), its activations are recomputed in
+    backward."""
     if checkpointing and torch.is_grad_enabled():
         from torch.utils.checkpoint import checkpoint
 
-        return checkpoint(block, *args, use_reentrant=False)
-    return block(*args)
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)
 
 
 class BlockStack(nn.ModuleList):
@@ -117,7 +135,11 @@ class BlockStack(nn.ModuleList):
 
     grad_checkpointing: bool = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self:
-            x = run_block(block, x, checkpointing=self.grad_checkpointing)
-        return x
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """``x`` (B, L, D) through every block; with ``rows``, the output holds only those rows (B, R, D), and the
+        last block computes no others."""
+        for i, block in enumerate(self):
+            last = rows if i == len(self) - 1 else None
+            kwargs = {} if last is None else {"rows": last}
+            x = run_block(block, x, checkpointing=self.grad_checkpointing, **kwargs)
+        return x[:, rows] if rows is not None and not len(self) else x

@@ -9,7 +9,9 @@ no flag says, or on ARM, a one-off micro-benchmark (a matrix product in fp32 and
 cached per CPU model and torch version in ``$TITOK_CACHE/precision.json`` (default ``~/.cache/titok``).
 
 Under bf16, matrix products and convolutions run in bf16; the vector quantizer's distance search, the losses and the
-evaluation feature extractors always run in float32.
+evaluation feature extractors always run in float32. Attention on a CPU runs in bf16 only where torch's bf16 attention
+kernel measures faster than its float32 one (:func:`bf16_attention`: measured once, cached like the above), else in
+float32 between bf16 projections.
 
 >>> with titok.autocast("auto"):          # or "bf16", "fp32"
 ...     codes = tokenizer.tokenize(images)
@@ -100,10 +102,12 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> Choice:
         raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
     support = cpu_bf16()
     if name == "auto":
-        return Choice("bf16" if support.native else "fp32", kind, f"auto: {support.reason}")
+        if not support.native:
+            return Choice("fp32", kind, f"auto: {support.reason}")
+        return Choice("bf16", kind, f"auto: {support.reason}; {_attention_note()}")
     if name == "bf16" and not support.native:
         logger.warning("bf16 on this CPU is emulated (%s): expect it to be slower than fp32", support.reason)
-    return Choice(name, kind, "asked")
+    return Choice(name, kind, "asked" if name == "fp32" else f"asked; {_attention_note()}")
 
 
 @contextlib.contextmanager
@@ -155,14 +159,35 @@ def cpu_bf16() -> CPUSupport:
     return CPUSupport(native, f"{why} bf16 {speedup:.2f}x the speed of fp32")
 
 
-def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX-BF16 tiles (its flags, else torch's cpuinfo): the one CPU feature under which
-    torch's bf16 attention kernels beat fp32 ones (measured without AMX, bf16 attention is slower: up to 4x in
-    training)."""
-    flags = cpu_flags()
-    if flags is not None:
-        return "amx_bf16" in flags
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+_BF16_ATTENTION: bool | None = None  # decided by bf16_attention(), once per process
+
+
+def bf16_attention() -> bool:
+    """Whether attention under bf16 autocast on this CPU should run in bf16 rather than in float32.
+
+    torch's CPU attention kernels are faster in bf16 than in float32 only on some CPUs (with AMX tiles they can use
+    them; with AVX512-BF16 alone bf16 attention measured 1.3-1.8x slower in inference and up to 6x in training), so
+    this is measured: a forward and backward pass of one attention shape in each format
+    (:func:`measure_attention_speedup`), once per CPU model and torch version, cached beside the matrix-product
+    measurement. Where bf16 is emulated the answer is no without measuring."""
+    global _BF16_ATTENTION
+    if _BF16_ATTENTION is None:
+        _BF16_ATTENTION = cpu_bf16().native and _cached("bf16_attention_speedup", measure_attention_speedup) >= 1.0
+    return _BF16_ATTENTION
+
+
+def bf16_attention_decided() -> bool | None:
+    """:func:`bf16_attention` if it has been decided in this process, else None (cheap: no measurement)."""
+    return _BF16_ATTENTION
+
+
+def _attention_note() -> str:
+    if bf16_attention():
+        return "attention in bf16"
+    if not cpu_bf16().native:
+        return "attention in float32"
+    speedup = _cached("bf16_attention_speedup", measure_attention_speedup)
+    return f"attention in float32 (bf16 attention measured {speedup:.2f}x its speed)"
 
 
 def normalize_flag(flag: str) -> str:
@@ -242,8 +267,39 @@ def measure_speedup(size: int = 512, repeats: int = 7) -> float:
     return statistics.median(times[torch.float32]) / statistics.median(times[torch.bfloat16])
 
 
+ATTENTION_SHAPES = ((32, 4, 97, 32), (4, 12, 257, 64))  # (B, heads, L, head dim): a Fashion-MNIST and a B-64 encoder
+
+
+def measure_attention_speedup(shapes=ATTENTION_SHAPES, repeats: int = 7) -> float:
+    """How many times faster ``scaled_dot_product_attention``, forward and backward, runs in bf16 than in float32
+    on the CPU: the geometric mean over ``shapes`` (B, heads, L, head dim) of the ratios of medians of alternating
+    runs, after a warm-up."""
+    import torch.nn.functional as F
+
+    ratios = []
+    for shape in shapes:
+        base = [torch.randn(shape) for _ in range(3)]
+        inputs = {dtype: [t.to(dtype).requires_grad_() for t in base] for dtype in (torch.float32, torch.bfloat16)}
+        times: dict[torch.dtype, list[float]] = {dtype: [] for dtype in inputs}
+        with torch.autocast("cpu", enabled=False):
+            for rep in range(repeats + 1):
+                for dtype, (q, k, v) in inputs.items():
+                    start = time.perf_counter()
+                    F.scaled_dot_product_attention(q, k, v).sum().backward()
+                    if rep:  # the first round warms up
+                        times[dtype].append(time.perf_counter() - start)
+        ratios.append(statistics.median(times[torch.float32]) / statistics.median(times[torch.bfloat16]))
+    return statistics.geometric_mean(ratios)
+
+
 def cached_speedup() -> float:
     """:func:`measure_speedup`, measured once per CPU model and torch version and kept in :func:`cache_file`."""
+    return _cached("bf16_speedup", measure_speedup)
+
+
+def _cached(name: str, measure) -> float:
+    """The measurement ``name`` of this CPU model and torch version: from :func:`cache_file`, else ``measure()``
+    (and then kept there)."""
     from titok.io import atomic_write
 
     key = f"{cpu_name()} | {platform.machine()} | torch {torch.__version__}"
@@ -251,15 +307,16 @@ def cached_speedup() -> float:
     cache: dict = {}
     with contextlib.suppress(OSError, ValueError):
         cache = json.loads(path.read_text())
-    entry = cache.get(key) if isinstance(cache, dict) else None
-    if isinstance(entry, dict) and isinstance(entry.get("bf16_speedup"), (int, float)):
-        return float(entry["bf16_speedup"])
-    speedup = measure_speedup()
-    logger.info("bf16 matrix products run %.2fx the speed of fp32 on %s (cached in %s)", speedup, key, path)
-    cache = {**(cache if isinstance(cache, dict) else {}), key: {"bf16_speedup": speedup}}
+    cache = cache if isinstance(cache, dict) else {}
+    entry = cache.get(key) if isinstance(cache.get(key), dict) else {}
+    if isinstance(entry.get(name), (int, float)) and not isinstance(entry.get(name), bool):
+        return float(entry[name])
+    value = float(measure())
+    logger.info("%s = %.2f on %s (cached in %s)", name, value, key, path)
+    cache[key] = {**entry, name: value}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(cache, indent=2) + "\n"))
     except OSError as e:
-        logger.warning("cannot cache the bf16 measurement in %s: %s", path, e)
-    return speedup
+        logger.warning("cannot cache the measurement %s in %s: %s", name, path, e)
+    return value

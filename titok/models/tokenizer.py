@@ -62,8 +62,8 @@ class TiTokEncoder(nn.Module):
         x = torch.cat([self.class_token.expand(b, 1, -1), x], dim=1) + self.pos_embed
         latents = (self.latent_tokens + self.latent_pos_embed).expand(b, -1, -1)
         x = self.norm_pre(torch.cat([x, latents], dim=1))  # [class | patches | latents]
-        x = self.blocks(x)
-        x = self.norm_post(x[:, -latents.shape[1] :])  # (B, N, W)
+        x = self.blocks(x, rows=slice(-latents.shape[1], None))  # the last block computes the latents' rows only
+        x = self.norm_post(x)  # (B, N, W)
         return self.proj(self.token_order(x))
 
 
@@ -94,8 +94,8 @@ class TiTokDecoder(nn.Module):
         z = self._tokens(latents, keep)  # (B, k or N, W)
         queries = torch.cat([self.class_token[None], self.mask_token.expand(g, -1)]) + self.pos_embed  # (G+1, W)
         x = self.norm_pre(torch.cat([queries.expand(b, -1, -1), z], dim=1))  # [class | masks | latents]
-        x = self.blocks(x)
-        return self.norm_post(x[:, 1 : g + 1])
+        x = self.blocks(x, rows=slice(1, g + 1))  # the last block computes the mask tokens' rows only
+        return self.norm_post(x)
 
     def _tokens(self, latents: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         b, k = latents.shape[:2]
