@@ -30,9 +30,10 @@ class Attention(nn.Module):
         """``x`` (B, L, D) -> (B, L, D); with ``rows``, only those rows' outputs (B, R, D): every row is attended
         to, but queries (and the output projection) are computed for ``rows`` alone."""
         b, n, d = x.shape
-        if rows is None:
+        if rows is None or not isinstance(self.qkv.weight, torch.Tensor):  # (quantized layers: all rows, then slice)
             # (B, L, 3D) -> (3, B, heads, L, head_dim)
             q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q = q if rows is None else q[:, :, rows]
         else:
             weight, bias = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, rows], weight[:d], None if bias is None else bias[:d])
