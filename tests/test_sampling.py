@@ -174,3 +174,14 @@ def test_sample_follows_the_tempered_softmax(temperature):
     freq = torch.bincount(draws, minlength=4).float() / 50_000
     assert torch.allclose(freq, torch.softmax(logits[0] / temperature, 0), atol=0.01)
     assert (sample(logits[:3], 0.0) == 0).all()  # greedy
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_sample_adds_the_noise_as_the_plain_formula_does(dtype):
+    from titok.sampling import gumbel, sample
+
+    logits = (torch.randn(4, 8, 64, generator=torch.Generator().manual_seed(1)) * 3).to(dtype)
+    noise = gumbel(logits.shape, torch.Generator().manual_seed(2), logits.device)
+    expected = (logits + 1.7 * noise).argmax(-1)  # in place or not, the same sums in the same precision
+    assert torch.equal(sample(logits, 1.7, torch.Generator().manual_seed(2)), expected)
+    assert logits.dtype == dtype and torch.equal(sample(logits, 0.0), logits.argmax(-1))

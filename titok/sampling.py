@@ -70,14 +70,16 @@ def guide(cond: torch.Tensor, uncond: torch.Tensor, cfg: float, decay: str) -> t
 def gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Gumbel(0, 1) noise ``-log(-log(u))``, each log clamped at 1e-20, drawn with ``generator`` on its device."""
     u = torch.rand(shape, generator=generator, device=generator.device if generator is not None else device)
-    neg_log_u = (-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20)
-    return (-torch.log(neg_log_u)).to(device)
+    # in place: the same operations in the same order as -log(-log(u)), without a new (B, N, K) tensor for each
+    return u.clamp_min_(1e-20).log_().neg_().clamp_min_(1e-20).log_().neg_().to(device)
 
 
 def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Codes drawn from ``softmax(logits / temperature)`` over the last axis (Gumbel-max); greedy at 0."""
     if temperature > 0:
-        logits = logits + temperature * gumbel(logits.shape, generator, logits.device)
+        noise = gumbel(logits.shape, generator, logits.device).mul_(temperature)
+        # logits + temperature * noise, computed in the noise's buffer (addition commutes: the same sums)
+        logits = noise.to(torch.promote_types(noise.dtype, logits.dtype)).add_(logits)
     return logits.argmax(-1)
 
 
