@@ -167,9 +167,10 @@ def bf16_attention() -> bool:
 
     torch's CPU attention kernels are faster in bf16 than in float32 only on some CPUs (with AMX tiles they can use
     them; with AVX512-BF16 alone bf16 attention measured 1.3-1.8x slower in inference and up to 6x in training), so
-    this is measured: a forward and backward pass of one attention shape in each format
+    this is measured: forward and backward passes of two attention shapes in each format
     (:func:`measure_attention_speedup`), once per CPU model and torch version, cached beside the matrix-product
-    measurement. Where bf16 is emulated the answer is no without measuring."""
+    measurement; bf16 is chosen when it is at least as fast. Where bf16 is emulated the answer is no without
+    measuring."""
     global _BF16_ATTENTION
     if _BF16_ATTENTION is None:
         _BF16_ATTENTION = cpu_bf16().native and _cached("bf16_attention_speedup", measure_attention_speedup) >= 1.0
