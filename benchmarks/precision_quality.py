@@ -9,7 +9,8 @@
 Per tokenizer, on the same images encoded once in fp32 and once under bf16 autocast (each format's codes decoded
 in that format, as ``titok reconstruct --precision`` does):
 
-- ``agree``: the share of code positions where bf16 picks the same code as fp32;
+- ``agree``: the share of code positions where bf16 picks the same code as fp32 (continuous tokenizers have none:
+  their posterior mean is compared and decoded);
 - ``near_ties``: (vector quantizers) the share of positions whose second-nearest code lies within 1% of the nearest
   one's distance, measured on the fp32 latents: the positions that a small change of the latent can flip;
 - ``drift``: the median relative change bf16 makes to a latent, ``|z_bf16 - z_fp32| / |z_fp32|``;
@@ -64,8 +65,10 @@ def load_images(count: int, size: int, data: str | None) -> torch.Tensor:
 
 
 def codebook_name(tok) -> str:
-    """``1024x16`` (``l2`` when normalised), ``FSQ 8.8.8``, or the quantizer's class."""
+    """``1024x16`` (``l2`` when normalised), ``FSQ 8.8.8``, ``VAE 16`` (continuous), or the quantizer's class."""
     q = tok.quantizer
+    if q is None:
+        return f"VAE {tok.config.token_dim}"
     if isinstance(q, VectorQuantizer):
         return f"{q.codebook_size}x{q.dim}{' l2' if not isinstance(q.normalize, torch.nn.Identity) else ''}"
     if hasattr(q, "levels"):
@@ -73,16 +76,24 @@ def codebook_name(tok) -> str:
     return type(q).__name__
 
 
-def _pass(tok, images: torch.Tensor, precision: str, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Codes (B, N), latents before quantization (B, N, D) float32 and reconstructions, in ``precision``."""
+def _pass(
+    tok, images: torch.Tensor, precision: str, batch: int
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Codes (B, N) (None for a continuous tokenizer), latents (B, N, D) float32 (before quantization; a VAE's
+    posterior mean) and reconstructions, in ``precision``."""
     codes, latents, recon = [], [], []
     with torch.inference_mode(), titok.autocast(precision, "cpu"):
         for x in images.split(batch):
+            if tok.quantizer is None:  # continuous tokens: the posterior mean, decoded
+                z = tok.encode(x).mode()
+                latents.append(z.float())
+                recon.append(tok.decode(z).float().clamp(0, 1))
+                continue
             q = tok.quantize(tok.encode(x))
             codes.append(q.codes)
             latents.append(q.latents.float())
             recon.append(tok.detokenize(q.codes).float().clamp(0, 1))
-    return torch.cat(codes), torch.cat(latents), torch.cat(recon)
+    return (torch.cat(codes) if codes else None), torch.cat(latents), torch.cat(recon)
 
 
 def near_ties(quantizer: VectorQuantizer, latents: torch.Tensor) -> float:
@@ -104,7 +115,7 @@ def compare_tokenizer(name: str, tok, images: torch.Tensor, batch: int) -> dict:
         "model": name,
         "codebook": codebook_name(tok),
         "images": len(images),
-        "agree": float((codes16 == codes32).double().mean()),
+        "agree": None if codes32 is None else float((codes16 == codes32).double().mean()),
         "near_ties": near_ties(tok.quantizer, z32) if isinstance(tok.quantizer, VectorQuantizer) else None,
         "drift": float(drift.median()),
         "psnr_fp32": float(psnr(recon32, images).mean()),
@@ -117,8 +128,9 @@ def compare_tokenizer(name: str, tok, images: torch.Tensor, batch: int) -> dict:
 def _tokenizer_line(r: dict) -> str:
     delta = r["psnr_bf16"] - r["psnr_fp32"]
     ties = "-" if r["near_ties"] is None else f"{100 * r['near_ties']:.2f}%"
+    agree = "-" if r["agree"] is None else f"{100 * r['agree']:.2f}%"
     return (
-        f"{r['model']:<28} {r['codebook']:>12} {r['images']:>6} {100 * r['agree']:>8.2f}% {ties:>9} "
+        f"{r['model']:<28} {r['codebook']:>12} {r['images']:>6} {agree:>9} {ties:>9} "
         f"{100 * r['drift']:>7.3f}% {r['psnr_fp32']:>9.3f} {r['psnr_bf16']:>9.3f} {delta:>+7.3f}"
     )
 
@@ -156,12 +168,19 @@ def _short_name(model: str) -> str:
     )
 
 
-def _tiny_tokenizer():
+def _tiny_tokenizer(quantizer: str = "vq"):
     from titok.models import TiTokConfig, ViTConfig, build_model
 
     vit = ViTConfig(width=64, depth=2, num_heads=2)
     config = TiTokConfig(
-        image_size=32, patch_size=8, num_tokens=8, encoder=vit, decoder=vit, codebook_size=64, token_dim=8
+        image_size=32,
+        patch_size=8,
+        num_tokens=8,
+        encoder=vit,
+        decoder=vit,
+        codebook_size=64,
+        token_dim=8,
+        quantizer=quantizer,
     )
     return build_model(config)
 
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generator-tokenizer", help="the tokenizer that decodes its codes (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights of --preset architectures")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    p.add_argument("--quick", action="store_true", help="a tiny random tokenizer on 8 images, and 20 samples")
+    p.add_argument("--quick", action="store_true", help="tiny random tokenizers (VQ, VAE) on 8 images, 20 samples")
     p.add_argument("-o", "--output", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.threads:
@@ -191,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         torch.manual_seed(args.seed)
         tokenizers.append(("tiny (random)", _tiny_tokenizer()))
+        tokenizers.append(("tiny VAE (random)", _tiny_tokenizer(quantizer="vae")))
         args.images, args.samples = min(args.images, 8), min(args.samples, 20) if args.samples else 0
     elif not args.models and not args.preset:
         args.models = [str(demo.TOKENIZER), str(demo.ORDERED_TOKENIZER)]
@@ -218,9 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     images: dict[int, torch.Tensor] = {}
     for name, model in tokenizers:
         tok = titok.load(model) if isinstance(model, str) else model
-        if getattr(tok, "quantizer", None) is None:
-            print(f"{name}: continuous tokens (no codes to compare), skipped", file=sys.stderr)
-            continue
         size = tok.image_size
         if size not in images:
             images[size] = load_images(args.images, size, args.data)

@@ -42,8 +42,10 @@ def test_precision_quality_benchmark_quick(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    (row,) = report["tokenizers"]
+    row, vae = report["tokenizers"]
     assert row["model"] == "tiny (random)" and row["codebook"] == "64x8 l2" and row["images"] == 8
+    assert vae["codebook"] == "VAE 8" and vae["agree"] is None and vae["near_ties"] is None  # no codes: latents only
+    assert 0 < vae["drift"] < 0.05 and abs(vae["psnr_bf16"] - vae["psnr_fp32"]) < 0.5
     assert 0.5 <= row["agree"] <= 1 and 0 <= row["near_ties"] <= 1 and 0 < row["drift"] < 0.05  # bf16: ~0.4%
     assert abs(row["psnr_bf16"] - row["psnr_fp32"]) < 0.5
     assert [g["seed"] for g in report["generator"]] == [0, 1]
