@@ -143,7 +143,8 @@ def compare_generator(tok, gen, samples: int, seeds: list[int], batch: int) -> l
 
     if tok.image_size != 32 or gen.config.num_classes != 10:
         raise SystemExit("--samples scores Fashion-MNIST generators (10 classes, 32x32): gFD-fmnist needs them")
-    tok.eval(), gen.eval()
+    tok.eval()
+    gen.eval()
     extractor, reference = fmnist(), Statistics.load(demo.TEST_STATS)
     labels = torch.arange(samples) % 10
     rows = []
@@ -163,9 +164,9 @@ def compare_generator(tok, gen, samples: int, seeds: list[int], batch: int) -> l
 def _short_name(model: str) -> str:
     """A run's ``.../group/run/final`` as ``group/run``; a folder or Hub id by its last part."""
     parts = Path(model).parts
-    return (
-        "/".join(parts[-3:-1]) if parts and parts[-1] == "final" and len(parts) > 1 else (parts[-1] if parts else model)
-    )
+    if len(parts) > 1 and parts[-1] == "final":
+        return "/".join(parts[-3:-1])
+    return parts[-1] if parts else model
 
 
 def _tiny_tokenizer(quantizer: str = "vq"):

@@ -33,7 +33,7 @@ def cpu(monkeypatch, tmp_path):
         monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
         monkeypatch.setattr(precision, "cached_speedup", lambda: calls.append(1) or speedup)
         monkeypatch.setattr(precision, "measure_attention_speedup", lambda: attention)
-        monkeypatch.setattr(precision, "_BF16_ATTENTION", None)  # decided again for this CPU (restored after)
+        monkeypatch.setattr(precision, "_ATTENTION", None)  # decided again for this CPU (restored after)
         monkeypatch.setenv("TITOK_CACHE", str(tmp_path / "cache"))
         precision.cpu_bf16.cache_clear()
         return calls
@@ -137,7 +137,7 @@ def test_the_attention_layer_follows_the_decision(monkeypatch, decided):
     monkeypatch.setattr(
         layers.F, "scaled_dot_product_attention", lambda q, *a, **k: seen.append(q.dtype) or sdpa(q, *a, **k)
     )
-    monkeypatch.setattr(precision, "_BF16_ATTENTION", decided)
+    monkeypatch.setattr(precision, "_ATTENTION", None if decided is None else (decided, 2.0 if decided else 0.5))
     if decided is None:  # undecided while torch.compile traces: float32, and nothing is measured
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
         monkeypatch.setattr(precision, "bf16_attention", lambda: pytest.fail("measured while tracing"))

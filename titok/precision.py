@@ -159,7 +159,9 @@ def cpu_bf16() -> CPUSupport:
     return CPUSupport(native, f"{why} bf16 {speedup:.2f}x the speed of fp32")
 
 
-_BF16_ATTENTION: bool | None = None  # decided by bf16_attention(), once per process
+# bf16_attention()'s decision and the measured bf16 / float32 speed ratio it rests on (None where bf16 is emulated
+# and nothing was measured); None until decided, once per process
+_ATTENTION: tuple[bool, float | None] | None = None
 
 
 def bf16_attention() -> bool:
@@ -171,23 +173,24 @@ def bf16_attention() -> bool:
     (:func:`measure_attention_speedup`), once per CPU model and torch version, cached beside the matrix-product
     measurement; bf16 is chosen when it is at least as fast. Where bf16 is emulated the answer is no without
     measuring."""
-    global _BF16_ATTENTION
-    if _BF16_ATTENTION is None:
-        _BF16_ATTENTION = cpu_bf16().native and _cached("bf16_attention_speedup", measure_attention_speedup) >= 1.0
-    return _BF16_ATTENTION
+    global _ATTENTION
+    if _ATTENTION is None:
+        speedup = _cached("bf16_attention_speedup", measure_attention_speedup) if cpu_bf16().native else None
+        _ATTENTION = (speedup is not None and speedup >= 1.0, speedup)
+    return _ATTENTION[0]
 
 
 def bf16_attention_decided() -> bool | None:
     """:func:`bf16_attention` if it has been decided in this process, else None (cheap: no measurement)."""
-    return _BF16_ATTENTION
+    return None if _ATTENTION is None else _ATTENTION[0]
 
 
 def _attention_note() -> str:
     if bf16_attention():
         return "attention in bf16"
-    if not cpu_bf16().native:
+    speedup = _ATTENTION[1]
+    if speedup is None:
         return "attention in float32"
-    speedup = _cached("bf16_attention_speedup", measure_attention_speedup)
     return f"attention in float32 (bf16 attention measured {speedup:.2f}x its speed)"
 
 
